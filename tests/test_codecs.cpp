@@ -201,7 +201,10 @@ TEST(Ue8m0, DecodesEveryCode) {
 TEST(Ue8m0, CeilIsTheSmallestPowerOfTwoNotBelow) {
   test::SeededRng r;
   std::vector<float> vs = random_magnitudes(r.rng, 100000, 1e-44, 1e38);
-  for (int c = 0; c < 255; ++c) vs.push_back(ue8m0_to_float(static_cast<uint8_t>(c)));
+  for (int c = 0; c < 255; ++c) {  // every power of two and its fp32 neighbours
+    const float p = ue8m0_to_float(static_cast<uint8_t>(c));
+    vs.insert(vs.end(), {p, std::nextafter(p, 0.0f), std::nextafter(p, 1e38f)});
+  }
   for (float v : vs) {
     v = std::fabs(v);
     const uint8_t c = ue8m0_ceil_from_float(v);
