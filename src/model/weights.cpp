@@ -1,0 +1,225 @@
+// Loading DeepSeek-V4 weights by name (see weights.h).
+#include "model/weights.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "formats/blocks.h"
+#include "formats/quantize.h"
+
+namespace fp4moe::model {
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+// Looks tensors up under a list of candidate names (first = the canonical one).
+class Loader {
+ public:
+  Loader(const WeightSource& src) : src_(src) {}
+
+  std::string pick(const std::vector<std::string>& names) const {
+    for (const auto& n : names)
+      if (src_.contains(n)) return n;
+    std::string tried;
+    for (size_t i = 1; i < names.size(); ++i) tried += (i > 1 ? ", " : "") + names[i];
+    throw std::invalid_argument("missing tensor " + names[0] + " in " + src_.describe() +
+                                (tried.empty() ? "" : " (also tried " + tried + ")"));
+  }
+  bool any(const std::vector<std::string>& names) const {
+    return std::any_of(names.begin(), names.end(), [&](const std::string& n) { return src_.contains(n); });
+  }
+
+  std::vector<float> vec(const std::vector<std::string>& names, std::vector<int64_t> shape) const {
+    const std::string n = pick(names);
+    HostTensor t = src_.tensor(n);
+    int64_t want = 1;
+    for (int64_t d : shape) want *= d;
+    if (t.numel() != want || int64_t(t.values.size()) != want)
+      throw std::invalid_argument("tensor " + n + " has shape " + shape_str(t.shape) + ", expected " + shape_str(shape));
+    return std::move(t.values);
+  }
+
+  Matrix mat(const std::vector<std::string>& names, int64_t rows, int64_t cols) const {
+    const std::string n = pick(names);
+    Matrix m = src_.matrix(n);
+    if (m.rows != rows || m.cols != cols)
+      throw std::invalid_argument("tensor " + n + " has shape [" + std::to_string(m.rows) + ", " +
+                                  std::to_string(m.cols) + "], expected [" + std::to_string(rows) + ", " +
+                                  std::to_string(cols) + "]");
+    validate_matrix(m.view());
+    return m;
+  }
+
+ private:
+  const WeightSource& src_;
+};
+
+// Candidate names for a per-layer tensor: each suffix under "model.layers.N." and "layers.N.".
+std::vector<std::string> L(int64_t i, std::initializer_list<const char*> suffixes) {
+  std::vector<std::string> out;
+  for (const char* pre : {"model.layers.", "layers."})
+    for (const char* s : suffixes) out.push_back(pre + std::to_string(i) + "." + s);
+  return out;
+}
+std::vector<std::string> G(std::initializer_list<const char*> names) {
+  std::vector<std::string> out;
+  for (const char* s : names) {
+    out.push_back(std::string("model.") + s);
+    out.push_back(s);
+  }
+  return out;
+}
+
+HcWeights load_hc(const Loader& ld, int64_t i, const char* saved, const char* hf, const V4Config& c) {
+  const int64_t rows = (2 + c.hc_mult) * c.hc_mult, cols = c.hc_mult * c.hidden_size;
+  const std::string s(saved), h(hf);
+  auto names = [&](const char* a, const char* b) {
+    const std::string x = s + a, y = h + b;
+    return L(i, {x.c_str(), y.c_str()});
+  };
+  HcWeights w;
+  w.fn = ld.vec(names("_fn", ".fn"), {rows, cols});
+  w.base = ld.vec(names("_base", ".base"), {rows});
+  w.scale = ld.vec(names("_scale", ".scale"), {3});
+  return w;
+}
+
+CompressorWeights load_compressor(const Loader& ld, int64_t i, const std::string& saved, const std::string& hf,
+                                  int64_t width, int64_t parts, int64_t ratio, const V4Config& c) {
+  auto n = [&](const char* a, const char* b) {
+    const std::string x = saved + a, y = hf + b;
+    return L(i, {x.c_str(), y.c_str()});
+  };
+  CompressorWeights w;
+  w.width = width;
+  w.parts = parts;
+  w.wkv = ld.mat(n(".wkv.weight", ".kv_proj.weight"), parts * width, c.hidden_size);
+  w.wgate = ld.mat(n(".wgate.weight", ".gate_proj.weight"), parts * width, c.hidden_size);
+  w.ape = ld.vec(n(".ape", ".position_bias"), {ratio, parts * width});
+  w.norm = ld.vec(n(".norm.weight", ".kv_norm.weight"), {width});
+  return w;
+}
+
+}  // namespace
+
+Matrix matrix_row_slice(const Matrix& m, int64_t begin, int64_t count) {
+  if (begin < 0 || count <= 0 || begin + count > m.rows)
+    throw std::invalid_argument("matrix_row_slice: rows out of range");
+  Matrix s;
+  s.format = m.format;
+  s.scale_kind = m.scale_kind;
+  s.rows = count;
+  s.cols = m.cols;
+  const int64_t row_bytes = matrix_data_bytes(m.format, 1, m.cols);
+  if (m.format == MatrixFormat::kFP8Block) {
+    if (begin % kFp8BlockRows != 0 || (count % kFp8BlockRows != 0 && begin + count != m.rows))
+      throw std::invalid_argument("matrix_row_slice: FP8 block rows must be sliced on 128-row boundaries");
+    const int64_t sc_row = matrix_scale_bytes(m.format, m.scale_kind, kFp8BlockRows, m.cols);
+    s.scales.assign(m.scales.begin() + (begin / kFp8BlockRows) * sc_row,
+                    m.scales.begin() + std::min<int64_t>(int64_t(m.scales.size()),
+                                                         ((begin + count + kFp8BlockRows - 1) / kFp8BlockRows) * sc_row));
+  } else if (m.format != MatrixFormat::kBF16) {
+    const int64_t sc_row = matrix_scale_bytes(m.format, m.scale_kind, 1, m.cols);
+    s.scales.assign(m.scales.begin() + begin * sc_row, m.scales.begin() + (begin + count) * sc_row);
+  }
+  s.data.assign(m.data.begin() + begin * row_bytes, m.data.begin() + (begin + count) * row_bytes);
+  s.ranges.clear();
+  for (size_t r = 0; r < m.ranges.size(); ++r) {
+    const int64_t rb = m.ranges[r].row_begin;
+    const int64_t re = r + 1 < m.ranges.size() ? m.ranges[r + 1].row_begin : m.rows;
+    const int64_t lo = std::max(rb, begin), hi = std::min(re, begin + count);
+    if (lo < hi) s.ranges.push_back(OutputRange{lo - begin, m.ranges[r].global_scale});
+  }
+  return s;
+}
+
+V4Weights load_v4_weights(const V4Config& c, const WeightSource& src) {
+  validate_v4_config(c);
+  const Loader ld(src);
+  const int64_t H = c.hidden_size, D = c.head_dim, nh = c.num_heads, I = c.moe_intermediate_size;
+  const int64_t E = c.n_routed_experts, ID = c.index_head_dim;
+  V4Weights w;
+  w.embed = ld.mat(G({"embed_tokens.weight", "embed.weight"}), c.vocab_size, H);
+  w.norm = ld.vec(G({"norm.weight"}), {H});
+  w.head = ld.mat({"head.weight", "lm_head.weight", "model.head.weight"}, c.vocab_size, H);
+  w.hc_head.fn = ld.vec(G({"hc_head.hc_fn", "hc_head_fn"}), {c.hc_mult, c.hc_mult * H});
+  w.hc_head.base = ld.vec(G({"hc_head.hc_base", "hc_head_base"}), {c.hc_mult});
+  w.hc_head.scale = ld.vec(G({"hc_head.hc_scale", "hc_head_scale"}), {1});
+
+  w.layers.resize(static_cast<size_t>(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    LayerWeights& lw = w.layers[static_cast<size_t>(i)];
+    const AttnType at = c.layer_types[static_cast<size_t>(i)];
+    lw.hc_attn = load_hc(ld, i, "hc_attn", "attn_hc", c);
+    lw.hc_ffn = load_hc(ld, i, "hc_ffn", "ffn_hc", c);
+    lw.attn_norm = ld.vec(L(i, {"attn_norm.weight", "input_layernorm.weight"}), {H});
+    lw.ffn_norm = ld.vec(L(i, {"ffn_norm.weight", "post_attention_layernorm.weight"}), {H});
+
+    AttentionWeights& a = lw.attn;
+    a.wq_a = ld.mat(L(i, {"attn.wq_a.weight", "self_attn.q_a_proj.weight"}), c.q_lora_rank, H);
+    a.q_norm = ld.vec(L(i, {"attn.q_norm.weight", "self_attn.q_a_norm.weight", "self_attn.q_norm.weight"}),
+                      {c.q_lora_rank});
+    a.wq_b = ld.mat(L(i, {"attn.wq_b.weight", "self_attn.q_b_proj.weight"}), nh * D, c.q_lora_rank);
+    a.wkv = ld.mat(L(i, {"attn.wkv.weight", "self_attn.kv_proj.weight"}), D, H);
+    a.kv_norm = ld.vec(L(i, {"attn.norm.weight", "attn.kv_norm.weight", "self_attn.kv_norm.weight"}), {D});
+    const int64_t group_in = nh * D / c.o_groups;
+    const Matrix wo_a = ld.mat(L(i, {"attn.wo_a.weight", "self_attn.o_a_proj.weight"}), c.o_groups * c.o_lora_rank,
+                               group_in);
+    for (int64_t g = 0; g < c.o_groups; ++g) a.wo_a.push_back(matrix_row_slice(wo_a, g * c.o_lora_rank, c.o_lora_rank));
+    a.wo_b = ld.mat(L(i, {"attn.wo_b.weight", "self_attn.o_b_proj.weight"}), H, c.o_groups * c.o_lora_rank);
+    a.sinks = ld.vec(L(i, {"attn.attn_sink", "self_attn.sinks", "attn.sinks"}), {nh});
+    if (at != AttnType::kSliding) {
+      const int64_t parts = at == AttnType::kCSA ? 2 : 1;
+      a.compressor = load_compressor(ld, i, "attn.compressor", "self_attn.compressor", D, parts, c.ratio(at), c);
+    } else if (ld.any(L(i, {"attn.compressor.wkv.weight", "self_attn.compressor.kv_proj.weight"}))) {
+      throw std::invalid_argument("layer " + std::to_string(i) +
+                                  " is sliding_attention in the config but the checkpoint has compressor tensors: "
+                                  "the config's layer_types / compress_ratios do not match the weights");
+    }
+    if (at == AttnType::kCSA) {
+      a.indexer = load_compressor(ld, i, "attn.indexer.compressor", "self_attn.compressor.indexer", ID, 2, c.csa_ratio, c);
+      a.index_wq_b = ld.mat(L(i, {"attn.indexer.wq_b.weight", "self_attn.compressor.indexer.q_b_proj.weight"}),
+                            c.index_n_heads * ID, c.q_lora_rank);
+      a.index_weights_proj =
+          ld.mat(L(i, {"attn.indexer.weights_proj.weight", "self_attn.compressor.indexer.weights_proj.weight",
+                       "self_attn.compressor.indexer.scorer.weights_proj.weight"}),
+                 c.index_n_heads, H);
+    }
+
+    MoeWeights& m = lw.moe;
+    m.gate = ld.mat(L(i, {"ffn.gate.weight", "mlp.gate.weight"}), E, H);
+    if (c.mlp_layer_types[static_cast<size_t>(i)] == MlpType::kMoe) {
+      m.bias = ld.vec(L(i, {"ffn.gate.bias", "mlp.gate.e_score_correction_bias"}), {E});
+    } else {
+      const std::vector<float> t = ld.vec(L(i, {"ffn.gate.tid2eid", "mlp.gate.tid2eid"}),
+                                          {c.vocab_size, c.num_experts_per_tok});
+      m.tid2eid.resize(t.size());
+      for (size_t k = 0; k < t.size(); ++k) {
+        if (!(t[k] >= 0 && t[k] < float(E)))
+          throw std::invalid_argument("layer " + std::to_string(i) + " tid2eid holds expert id " + std::to_string(t[k]) +
+                                      ", outside [0, " + std::to_string(E) + ")");
+        m.tid2eid[k] = static_cast<int32_t>(t[k]);
+      }
+    }
+    for (int64_t e = 0; e < E; ++e) {
+      const std::string p = "ffn.experts." + std::to_string(e) + ".";
+      const Matrix g = ld.mat(L(i, {(p + "w1.weight").c_str()}), I, H);
+      const Matrix u = ld.mat(L(i, {(p + "w3.weight").c_str()}), I, H);
+      const Matrix* parts[] = {&g, &u};
+      m.gate_up.push_back(concat_rows(parts));
+      m.down.push_back(ld.mat(L(i, {(p + "w2.weight").c_str()}), H, I));
+    }
+    const Matrix sg = ld.mat(L(i, {"ffn.shared_experts.w1.weight", "mlp.shared_experts.gate_proj.weight"}), I, H);
+    const Matrix su = ld.mat(L(i, {"ffn.shared_experts.w3.weight", "mlp.shared_experts.up_proj.weight"}), I, H);
+    const Matrix* sparts[] = {&sg, &su};
+    m.shared_gate_up = concat_rows(sparts);
+    m.shared_down = ld.mat(L(i, {"ffn.shared_experts.w2.weight", "mlp.shared_experts.down_proj.weight"}), H, I);
+  }
+  return w;
+}
+
+}  // namespace fp4moe::model
