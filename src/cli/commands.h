@@ -15,5 +15,8 @@ inline constexpr int kExitBadInput = 2;
 
 // Each register_* adds a subcommand whose callback sets `exit_code`.
 void register_demo(CLI::App& app, int& exit_code);
+void register_inspect(CLI::App& app, int& exit_code);
+void register_doctor(CLI::App& app, int& exit_code);
+void register_quantize(CLI::App& app, int& exit_code);
 
 }  // namespace fp4moe::cli

@@ -18,6 +18,9 @@ int main(int argc, char** argv) {
 
   app.add_subcommand("version", "Print the version")->callback([] { std::printf("fp4moe %s\n", FP4MOE_VERSION); });
   register_demo(app, exit_code);
+  register_inspect(app, exit_code);
+  register_doctor(app, exit_code);
+  register_quantize(app, exit_code);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,333 @@
+// Checkpoint doctor (see doctor.h).
+#include "weights/doctor.h"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "formats/blocks.h"
+#include "formats/codecs.h"
+#include "weights/linear.h"
+#include "weights/names.h"
+
+namespace fp4moe::weights {
+namespace {
+
+using io::TensorRef;
+
+constexpr float kMinNormalF32 = 1.17549435e-38f;
+constexpr float kMinNormalE4m3 = 0.015625f;  // 2^-6
+
+std::string fmt(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.6g", v);
+  return b;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+// Why a global scale (or an input scale) is unusable, or "" when it is fine.
+std::string bad_scalar(float v) {
+  if (std::isnan(v)) return "is NaN";
+  if (std::isinf(v)) return "is infinite";
+  if (v == 0.0f) return "is zero";
+  if (v < 0.0f) return "is negative (" + fmt(v) + ")";
+  if (v < kMinNormalF32) return "is denormal (" + fmt(v) + ")";
+  if (!std::isfinite(1.0f / v)) return "has a reciprocal that overflows fp32 (" + fmt(v) + ")";
+  if (1.0f / v < kMinNormalF32) return "has a denormal reciprocal (" + fmt(v) + ")";
+  return "";
+}
+
+struct Counts {
+  int64_t n = 0;
+  int64_t first = -1;
+  void add(int64_t i) {
+    if (n++ == 0) first = i;
+  }
+};
+
+class Doctor {
+ public:
+  Doctor(DoctorReport& r, const DoctorOptions& o) : r_(r), opt_(o) {}
+
+  void add(Severity s, std::string check, const TensorRef& t, std::string msg) {
+    r_.findings.push_back({s, std::move(check), t.info->name, t.file->path(), std::move(msg)});
+  }
+
+  void check_block_scales(const LinearTensors& l) {
+    const TensorRef& s = *l.scale;
+    const auto bytes = s.bytes();
+    const int64_t cols = s.info->shape.size() == 2 ? s.info->shape[1] : 1;
+    auto where = [&](const Counts& c, const char* what) {
+      return std::to_string(c.n) + " " + what + " block scale" + (c.n == 1 ? "" : "s") + ", first at [" +
+             std::to_string(c.first / cols) + ", " + std::to_string(c.first % cols) + "]";
+    };
+    Counts nan, neg, zero, denorm, inf;
+    if (l.scale_kind == ScaleKind::kE4m3) {
+      for (size_t i = 0; i < bytes.size(); ++i) {
+        const float v = e4m3_to_float(bytes[i]);
+        if (e4m3_is_nan(bytes[i])) nan.add(static_cast<int64_t>(i));
+        else if (v < 0.0f) neg.add(static_cast<int64_t>(i));
+        else if (v == 0.0f) zero.add(static_cast<int64_t>(i));
+        else if (v < kMinNormalE4m3) denorm.add(static_cast<int64_t>(i));
+      }
+      r_.block_scales_checked += static_cast<int64_t>(bytes.size());
+    } else if (l.scale_kind == ScaleKind::kUe8m0) {
+      for (size_t i = 0; i < bytes.size(); ++i)
+        if (std::isnan(ue8m0_to_float(bytes[i]))) nan.add(static_cast<int64_t>(i));
+      r_.block_scales_checked += static_cast<int64_t>(bytes.size());
+    } else if (l.scale_kind == ScaleKind::kF32) {
+      for (size_t i = 0; i < bytes.size() / 4; ++i) {
+        float v;
+        std::memcpy(&v, bytes.data() + 4 * i, 4);
+        if (std::isnan(v)) nan.add(static_cast<int64_t>(i));
+        else if (std::isinf(v)) inf.add(static_cast<int64_t>(i));
+        else if (v < 0.0f) neg.add(static_cast<int64_t>(i));
+        else if (v == 0.0f) zero.add(static_cast<int64_t>(i));
+        else if (v < kMinNormalF32) denorm.add(static_cast<int64_t>(i));
+      }
+      r_.block_scales_checked += static_cast<int64_t>(bytes.size() / 4);
+    }
+    const char* kind = to_string(l.scale_kind);
+    if (nan.n) add(Severity::kError, "block-scale-nan", s, where(nan, (std::string(kind) + " NaN").c_str()) + ": those blocks dequantize to NaN");
+    if (inf.n) add(Severity::kError, "block-scale-inf", s, where(inf, "infinite"));
+    if (neg.n) add(Severity::kError, "block-scale-negative", s, where(neg, "negative") + ": the sign of those weights flips");
+    if (zero.n) add(Severity::kError, "block-scale-zero", s, where(zero, "zero") + ": those blocks dequantize to 0");
+    if (denorm.n)
+      add(Severity::kWarning, "block-scale-denormal", s, where(denorm, "denormal") + ": they keep fewer mantissa bits");
+  }
+
+  void check_global(const LinearTensors& l) {
+    if (l.format != MatrixFormat::kNVFP4 || !l.global_scale) return;
+    const TensorRef& g = *l.global_scale;
+    if (g.info->dtype != io::Dtype::kF32 || g.info->numel() != 1) {
+      add(Severity::kError, "global-scale", g, std::string("is ") + io::to_string(g.info->dtype) + " " + shape_str(g.info->shape) + ", expected one F32 value");
+      return;
+    }
+    ++r_.global_scales_checked;
+    const float v = io::scalar_f32(g);
+    if (std::string why = bad_scalar(v); !why.empty())
+      add(Severity::kError, "global-scale", g, std::string(l.global_is_reciprocal ? "weight_global_scale " : "weight_scale_2 ") + why);
+  }
+
+  void check_input(const LinearTensors& l) {
+    if (!l.input_scale) return;
+    const TensorRef& t = *l.input_scale;
+    if (t.info->dtype != io::Dtype::kF32 || t.info->numel() != 1) {
+      add(Severity::kError, "input-scale", t, std::string("is ") + io::to_string(t.info->dtype) + " " + shape_str(t.info->shape) + ", expected one F32 value");
+      return;
+    }
+    ++r_.global_scales_checked;
+    const float raw = io::scalar_f32(t);
+    if (std::string why = bad_scalar(raw); !why.empty()) {
+      const bool overflow = why.find("reciprocal") != std::string::npos || why.find("denormal") != std::string::npos;
+      add(Severity::kError, overflow ? "input-scale-overflow" : "input-scale", t,
+          std::string(l.input_is_reciprocal ? "input_global_scale " : "input_scale ") + why +
+              (overflow ? ": 1/input_scale is not a usable fp32 activation global scale" : ""));
+      return;
+    }
+    const float input_scale = l.input_is_reciprocal ? 1.0f / raw : raw;
+    const float saturating_amax = kNvfp4GlobalMax * input_scale;  // block amax where the e4m3 scale hits 448
+    if (saturating_amax < opt_.typical_activation_amax)
+      add(Severity::kWarning, "input-scale-saturation", t,
+          "input_scale " + fmt(input_scale) + " saturates every activation block with amax above " + fmt(saturating_amax) +
+              " (typical activations reach " + fmt(opt_.typical_activation_amax) + ")");
+  }
+
+  void check_fused(const std::map<std::string, const LinearTensors*>& by_canon) {
+    auto pair = [&](const std::string& a_suffix, const std::string& b_suffix, const char* a_name, const char* b_name) {
+      for (const auto& [canon, la] : by_canon) {
+        if (canon.size() < a_suffix.size() || canon.compare(canon.size() - a_suffix.size(), a_suffix.size(), a_suffix) != 0) continue;
+        const auto it = by_canon.find(canon.substr(0, canon.size() - a_suffix.size()) + b_suffix);
+        if (it == by_canon.end()) continue;
+        const LinearTensors* lb = it->second;
+        if (la->format != MatrixFormat::kNVFP4 || lb->format != MatrixFormat::kNVFP4 || !la->global_scale || !lb->global_scale) continue;
+        float ga, gb;
+        try {
+          ga = linear_global_scale(*la);
+          gb = linear_global_scale(*lb);
+        } catch (const io::CheckpointError&) {
+          continue;  // reported by check_global
+        }
+        if (ga == gb) continue;
+        const double hi = std::max(ga, gb), lo = std::min(ga, gb);
+        add(Severity::kWarning, "fused-global-scale", *la->global_scale,
+            std::string(a_name) + " global scale " + fmt(ga) + " differs from " + b_name + " (" + lb->global_scale->info->name +
+                ") " + fmt(gb) + ": sharing max() scales the " + (ga < gb ? a_name : b_name) + " part by " + fmt(hi / lo) +
+                " (error " + fmt((hi / lo - 1.0) * 100.0) + "%), sharing the first part's scale scales " + b_name + " by " +
+                fmt(static_cast<double>(ga) / gb) + "; fp4moe keeps one global scale per part");
+      }
+    };
+    pair(".w1", ".w3", "gate (w1)", "up (w3)");
+    pair("attn.wq_a", "attn.wkv", "q_a (wq_a)", "kv (wkv)");
+  }
+
+ private:
+  DoctorReport& r_;
+  const DoctorOptions& opt_;
+};
+
+std::string actual_algo(const LinearTensors& l) {
+  switch (l.format) {
+    case MatrixFormat::kNVFP4: return "NVFP4";
+    case MatrixFormat::kMXFP4: return "MXFP4";
+    case MatrixFormat::kFP8Block: return "FP8";
+    case MatrixFormat::kBF16: return "";
+  }
+  return "";
+}
+
+}  // namespace
+
+const char* to_string(Severity s) { return s == Severity::kError ? "error" : "warning"; }
+
+int64_t DoctorReport::errors() const {
+  int64_t n = 0;
+  for (const Finding& f : findings) n += f.severity == Severity::kError;
+  return n;
+}
+int64_t DoctorReport::warnings() const { return static_cast<int64_t>(findings.size()) - errors(); }
+
+std::vector<ExpectedTensor> expected_deepseek_v4(const io::DeepSeekV4Config& c, bool stacked_experts) {
+  std::vector<ExpectedTensor> e;
+  auto lin = [&](std::string n, int64_t out, int64_t in) { e.push_back({std::move(n), true, {out, in}}); };
+  auto plain = [&](std::string n, std::vector<int64_t> s) { e.push_back({std::move(n), false, std::move(s)}); };
+  const int64_t H = c.hidden_size, n = c.hc_mult, hd = c.head_dim, I = c.moe_intermediate_size, E = c.n_routed_experts;
+  const int64_t mix = (2 + n) * n;
+  lin("embed", c.vocab_size, H);
+  lin("head", c.vocab_size, H);
+  plain("norm.weight", {H});
+  plain("hc_head_fn", {n, n * H});
+  plain("hc_head_base", {n});
+  plain("hc_head_scale", {1});
+  for (int64_t L = 0; L < c.num_hidden_layers; ++L) {
+    const std::string p = "layers." + std::to_string(L) + ".";
+    plain(p + "attn_norm.weight", {H});
+    plain(p + "ffn_norm.weight", {H});
+    for (const char* hc : {"hc_attn_", "hc_ffn_"}) {
+      plain(p + hc + "fn", {mix, n * H});
+      plain(p + hc + "base", {mix});
+      plain(p + hc + "scale", {3});
+    }
+    lin(p + "attn.wq_a", c.q_lora_rank, H);
+    plain(p + "attn.q_norm.weight", {c.q_lora_rank});
+    lin(p + "attn.wq_b", c.num_attention_heads * hd, c.q_lora_rank);
+    lin(p + "attn.wkv", hd, H);
+    plain(p + "attn.kv_norm.weight", {hd});
+    lin(p + "attn.wo_a", c.o_groups * c.o_lora_rank, c.num_attention_heads * hd / c.o_groups);
+    lin(p + "attn.wo_b", H, c.o_groups * c.o_lora_rank);
+    plain(p + "attn.attn_sink", {c.num_attention_heads});
+    const io::AttentionType t = c.layer_types[static_cast<size_t>(L)];
+    if (t == io::AttentionType::kCSA) {
+      const int64_t ihd = c.index_head_dim, r = c.compress_rate_csa;
+      lin(p + "attn.compressor.wkv", 2 * hd, H);
+      lin(p + "attn.compressor.wgate", 2 * hd, H);
+      plain(p + "attn.compressor.ape", {r, 2 * hd});
+      plain(p + "attn.compressor.norm.weight", {hd});
+      lin(p + "attn.indexer.compressor.wkv", 2 * ihd, H);
+      lin(p + "attn.indexer.compressor.wgate", 2 * ihd, H);
+      plain(p + "attn.indexer.compressor.ape", {r, 2 * ihd});
+      plain(p + "attn.indexer.compressor.norm.weight", {ihd});
+      lin(p + "attn.indexer.wq_b", c.index_n_heads * ihd, c.q_lora_rank);
+      lin(p + "attn.indexer.weights_proj", c.index_n_heads, H);
+    } else if (t == io::AttentionType::kHCA) {
+      lin(p + "attn.compressor.wkv", hd, H);
+      lin(p + "attn.compressor.wgate", hd, H);
+      plain(p + "attn.compressor.ape", {c.compress_rate_hca, hd});
+      plain(p + "attn.compressor.norm.weight", {hd});
+    }
+    lin(p + "ffn.gate", E, H);
+    if (c.mlp_layer_types[static_cast<size_t>(L)] == io::MlpType::kHashMoe) plain(p + "ffn.gate.tid2eid", {c.vocab_size, c.num_experts_per_tok});
+    else plain(p + "ffn.gate.bias", {E});
+    if (stacked_experts) {
+      plain(p + "ffn.experts.gate_up_proj", {E, 2 * I, H});
+      plain(p + "ffn.experts.down_proj", {E, H, I});
+    } else {
+      for (int64_t x = 0; x < E; ++x) {
+        const std::string q = p + "ffn.experts." + std::to_string(x) + ".";
+        lin(q + "w1", I, H);
+        lin(q + "w2", H, I);
+        lin(q + "w3", I, H);
+      }
+    }
+    lin(p + "ffn.shared_experts.w1", I, H);
+    lin(p + "ffn.shared_experts.w2", H, I);
+    lin(p + "ffn.shared_experts.w3", I, H);
+  }
+  return e;
+}
+
+DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* config, const io::QuantScheme& scheme,
+                        const DoctorOptions& opt, const DoctorProgress& progress) {
+  DoctorReport r;
+  Doctor d(r, opt);
+  const CheckpointLayout layout = scan_layout(ckpt);
+  for (const LayoutProblem& p : layout.problems) r.findings.push_back({Severity::kError, p.check, p.tensor, p.file, p.message});
+
+  uint64_t total = 0, done = 0;
+  for (const LinearTensors& l : layout.linears)
+    if (l.scale) total += l.scale->info->nbytes();
+  std::map<std::string, const LinearTensors*> by_canon;
+  for (const LinearTensors& l : layout.linears) {
+    ++r.linears;
+    by_canon[canonical_name(l.module)] = &l;
+    if (l.scale) d.check_block_scales(l);
+    d.check_global(l);
+    d.check_input(l);
+    if (scheme.kind != io::SchemeKind::kDeepSeekNative && component_of(canonical_name(l.module)) != Component::kEmbedding) {
+      const std::string want = scheme.algo_for(l.module), have = actual_algo(l);
+      if (want != have)
+        d.add(Severity::kError, "scheme-mismatch", *l.weight,
+              "stored as " + (have.empty() ? std::string("unquantized ") + io::to_string(l.weight->info->dtype) : have) + " but " +
+                  (scheme.source.empty() ? std::string("the checkpoint has no quantization config") : scheme.source) + " says " +
+                  (want.empty() ? std::string("unquantized") : want));
+    }
+    if (l.scale) done += l.scale->info->nbytes();
+    if (progress) progress(done, total);
+  }
+  d.check_fused(by_canon);
+
+  if (!config) {
+    r.findings.push_back({Severity::kWarning, "no-config", "", ckpt.dir().string(), "no config.json: missing/extra tensor and shape checks skipped"});
+  } else if (config->v4) {
+    bool stacked = false;
+    for (const io::TensorRef& t : layout.plain) stacked |= canonical_name(t.info->name).find("ffn.experts.gate_up_proj") != std::string::npos;
+    struct Actual {
+      bool linear;
+      std::vector<int64_t> shape;
+      io::TensorRef ref;
+    };
+    std::map<std::string, Actual> actual;
+    for (const LinearTensors& l : layout.linears) actual[canonical_name(l.module)] = {true, {l.rows, l.cols}, *l.weight};
+    for (const io::TensorRef& t : layout.plain) actual[canonical_name(t.info->name)] = {false, t.info->shape, t};
+    std::set<std::string> expected_names;
+    const std::string cfg = (ckpt.dir() / "config.json").string();
+    for (const ExpectedTensor& e : expected_deepseek_v4(*config->v4, stacked)) {
+      expected_names.insert(e.name);
+      const auto it = actual.find(e.name);
+      if (it == actual.end() || it->second.linear != e.linear) {
+        r.findings.push_back({Severity::kError, "missing-tensor", e.name + (e.linear ? ".weight" : ""), ckpt.dir().string(),
+                              std::string("expected by ") + cfg + " (" + (e.linear ? "linear " : "") + shape_str(e.shape) + "), not in the checkpoint"});
+        continue;
+      }
+      if (it->second.shape != e.shape)
+        d.add(Severity::kError, "shape-mismatch", it->second.ref,
+              (e.linear ? "linear is " : "tensor is ") + shape_str(it->second.shape) + ", " + cfg + " implies " + shape_str(e.shape));
+    }
+    for (const auto& [name, a] : actual)
+      if (!expected_names.count(name) && component_of(name) != Component::kMtp)
+        d.add(Severity::kError, "extra-tensor", a.ref, "not part of a DeepSeek-V4 model with this config.json");
+  } else {
+    r.findings.push_back({Severity::kWarning, "config-checks", "", ckpt.dir().string(),
+                          std::string("tensor set and shape checks against config.json are implemented for DeepSeek-V4 only (this is ") +
+                              io::to_string(config->arch) + ")"});
+  }
+  return r;
+}
+
+}  // namespace fp4moe::weights

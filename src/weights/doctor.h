@@ -1,0 +1,72 @@
+// `fp4moe doctor`: every check that stands between a checkpoint and a silent wrong answer.
+// Each finding names the tensor, its file and what is wrong.
+//
+//   global-scale      weight_scale_2 / weight_global_scale NaN, Inf, zero, negative, denormal,
+//                     or with a reciprocal that is not a finite normal number
+//   block-scale-*     e4m3 block scales: NaN codes (S.1111.111), negative, zero; denormal ones
+//                     are a warning (fewer mantissa bits); ue8m0 NaN codes (0xFF); fp32 FP8-block
+//                     scales that are NaN, Inf, zero, negative or denormal
+//   input-scale       NaN/Inf/zero/negative/denormal, 1/input_scale overflowing fp32 (error), or so
+//                     small that activations of a typical magnitude saturate (warning)
+//   fused-global-scale  gate/up (w1/w3) and q_a/kv (wq_a/wkv) parts with different global scales
+//                     (warning: fp4moe keeps one per part; the message gives the error a runtime
+//                     sharing one scale would make)
+//   missing-tensor / extra-tensor / shape-mismatch   against the config (DeepSeek-V4) and
+//                     between a weight and its companions
+//   scheme-mismatch   a layer stored in another format than the quantization config says
+// Errors make `doctor` exit 1; warnings are reported and, with --strict, count as errors.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "io/config.h"
+#include "io/quant_scheme.h"
+#include "io/safetensors.h"
+
+namespace fp4moe::weights {
+
+enum class Severity : uint8_t { kError, kWarning };
+const char* to_string(Severity s);
+
+struct Finding {
+  Severity severity = Severity::kError;
+  std::string check;
+  std::string tensor;
+  std::string file;
+  std::string message;
+};
+
+struct DoctorOptions {
+  // Activations whose block amax reaches this saturate the e4m3 activation scale when
+  // 2688 * input_scale is below it; post-norm LLM activations routinely reach 1.
+  float typical_activation_amax = 1.0f;
+};
+
+struct DoctorReport {
+  std::vector<Finding> findings;
+  int64_t linears = 0;
+  int64_t block_scales_checked = 0;
+  int64_t global_scales_checked = 0;
+  int64_t errors() const;
+  int64_t warnings() const;
+};
+
+// Progress: called with the bytes of scales read so far and the total.
+using DoctorProgress = std::function<void(uint64_t, uint64_t)>;
+
+// config may be null (no config.json): the config checks are skipped and a warning says so.
+DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* config, const io::QuantScheme& scheme,
+                        const DoctorOptions& opt = {}, const DoctorProgress& progress = {});
+
+// What a DeepSeek-V4 checkpoint holds for this config, in canonical names (weights/names.h):
+// linear modules with their logical [out, in] shape, and plain tensors with their shape.
+struct ExpectedTensor {
+  std::string name;  // module for linears, full tensor name otherwise
+  bool linear = false;
+  std::vector<int64_t> shape;
+};
+std::vector<ExpectedTensor> expected_deepseek_v4(const io::DeepSeekV4Config& c, bool stacked_experts);
+
+}  // namespace fp4moe::weights
