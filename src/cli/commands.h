@@ -18,5 +18,7 @@ void register_demo(CLI::App& app, int& exit_code);
 void register_inspect(CLI::App& app, int& exit_code);
 void register_doctor(CLI::App& app, int& exit_code);
 void register_quantize(CLI::App& app, int& exit_code);
+void register_make_tiny(CLI::App& app, int& exit_code);
+void register_run(CLI::App& app, int& exit_code);
 
 }  // namespace fp4moe::cli

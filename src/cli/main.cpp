@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
   register_inspect(app, exit_code);
   register_doctor(app, exit_code);
   register_quantize(app, exit_code);
+  register_make_tiny(app, exit_code);
+  register_run(app, exit_code);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,126 @@
+// `fp4moe run --model DIR --prompt-ids "1,2,3" --max-new-tokens N [--logits-out FILE]
+//  [--dtype bf16|fp32]`: greedy generation with the DeepSeek-V4 forward on the CPU backend.
+// The prompt is one prefill; each new token is one decode step against the per-layer state.
+// Prints the generated ids and tokens/s (prefill and decode separately).
+//
+// --logits-out writes an fp32 safetensors file: "logits" [P + N, vocab], row i being the
+// logits after token i of prompt + generated (every generated token is fed back, the last
+// one too), and "ids" I64 [P + N], the tokens those rows were computed on.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+
+#include "cli/commands.h"
+#include "io/safetensors.h"
+#include "model/checkpoint_source.h"
+#include "model/model.h"
+
+namespace fp4moe::cli {
+namespace {
+
+struct RunArgs {
+  std::string model, prompt_ids, logits_out, dtype = "bf16";
+  int64_t max_new_tokens = 16;
+};
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (item.empty()) continue;
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || v < 0 || v > INT32_MAX)
+      throw std::invalid_argument("--prompt-ids: '" + item + "' is not a token id (comma-separated non-negative integers)");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (ids.empty()) throw std::invalid_argument("--prompt-ids: no token ids given");
+  return ids;
+}
+
+int32_t argmax(const float* v, int64_t n) { return static_cast<int32_t>(std::max_element(v, v + n) - v); }
+
+int run_run(const RunArgs& a) {
+  const std::vector<int32_t> prompt = parse_ids(a.prompt_ids);
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  model::LoadedCheckpoint lc = model::load_v4_checkpoint(a.model);
+  const model::V4Config cfg = lc.config;
+  const cpu::ActDType dt = a.dtype == "fp32" ? cpu::ActDType::kF32 : cpu::ActDType::kBF16;
+  const model::V4Model m(cfg, std::move(lc.weights), model::ModelOptions{dt, nullptr});
+  const double load_s = std::chrono::duration<double>(clock::now() - t0).count();
+  const int64_t V = cfg.vocab_size;
+  std::printf("model %s: DeepSeek-V4, %lld layers, hidden %lld, %lld experts, vocab %lld; activations %s; loaded in %.2f s\n",
+              a.model.c_str(), (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.n_routed_experts,
+              (long long)V, cpu::to_string(dt), load_s);
+
+  model::SequenceState st = m.new_state();
+  std::vector<float> all_logits;
+  std::vector<int32_t> all_ids = prompt;
+  const auto p0 = clock::now();
+  std::vector<float> logits = m.forward(st, prompt);
+  const double prefill_s = std::chrono::duration<double>(clock::now() - p0).count();
+  all_logits.insert(all_logits.end(), logits.begin(), logits.end());
+
+  std::vector<int32_t> generated;
+  const auto d0 = clock::now();
+  for (int64_t i = 0; i < a.max_new_tokens; ++i) {
+    const int32_t next = argmax(&logits[logits.size() - size_t(V)], V);
+    generated.push_back(next);
+    all_ids.push_back(next);
+    const int32_t one[1] = {next};
+    logits = m.forward(st, one);
+    all_logits.insert(all_logits.end(), logits.begin(), logits.end());
+  }
+  const double decode_s = std::chrono::duration<double>(clock::now() - d0).count();
+
+  std::printf("generated:");
+  for (int32_t id : generated) std::printf(" %d", id);
+  std::printf("\nprefill: %zu tokens in %.3f s (%.1f tokens/s); decode: %lld tokens in %.3f s (%.1f tokens/s)\n",
+              prompt.size(), prefill_s, double(prompt.size()) / std::max(prefill_s, 1e-9), (long long)a.max_new_tokens,
+              decode_s, a.max_new_tokens ? double(a.max_new_tokens) / std::max(decode_s, 1e-9) : 0.0);
+
+  if (!a.logits_out.empty()) {
+    const int64_t rows = int64_t(all_ids.size());
+    io::OwnedTensor lt, it;
+    lt.spec = io::TensorSpec{"logits", io::Dtype::kF32, {rows, V}};
+    lt.bytes.resize(all_logits.size() * 4);
+    std::memcpy(lt.bytes.data(), all_logits.data(), lt.bytes.size());
+    it.spec = io::TensorSpec{"ids", io::Dtype::kI64, {rows}};
+    it.bytes.resize(size_t(rows) * 8);
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t v = all_ids[size_t(i)];
+      std::memcpy(it.bytes.data() + i * 8, &v, 8);
+    }
+    io::write_safetensors(a.logits_out, {it, lt}, {{"dtype", cpu::to_string(dt)}, {"prompt_tokens", std::to_string(prompt.size())}});
+    std::printf("logits of %lld positions written to %s\n", (long long)rows, a.logits_out.c_str());
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void register_run(CLI::App& app, int& exit_code) {
+  auto a = std::make_shared<RunArgs>();
+  CLI::App* cmd = app.add_subcommand("run", "Greedy generation with a DeepSeek-V4 checkpoint on the CPU backend");
+  cmd->add_option("--model", a->model, "Checkpoint folder (config.json + safetensors; BF16, NVFP4, MXFP4, FP8)")->required();
+  cmd->add_option("--prompt-ids", a->prompt_ids, "Prompt token ids, comma-separated, e.g. \"1,2,3\"")->required();
+  cmd->add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate")->check(CLI::Range(int64_t(0), int64_t(1) << 20));
+  cmd->add_option("--logits-out", a->logits_out, "Write the logits of every position to this fp32 safetensors file");
+  cmd->add_option("--dtype", a->dtype, "Activation dtype the CPU backend emulates")->check(CLI::IsMember({"bf16", "fp32"}));
+  cmd->callback([a, &exit_code] { exit_code = run_run(*a); });
+}
+
+}  // namespace fp4moe::cli

@@ -1,0 +1,71 @@
+// WeightSource over a checkpoint folder (see checkpoint_source.h).
+#include "model/checkpoint_source.h"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace fp4moe::model {
+
+CheckpointWeights::CheckpointWeights(const std::filesystem::path& dir)
+    : dir_(dir.string()), ckpt_(std::make_unique<io::Checkpoint>(io::Checkpoint::open(dir))) {
+  weights::CheckpointLayout layout = weights::scan_layout(*ckpt_);
+  if (!layout.problems.empty()) {
+    const auto& p = layout.problems.front();
+    throw std::invalid_argument(p.file + ": tensor " + p.tensor + ": " + p.message +
+                                (layout.problems.size() > 1
+                                     ? " (and " + std::to_string(layout.problems.size() - 1) + " more problems; run fp4moe doctor)"
+                                     : ""));
+  }
+  for (auto& l : layout.linears) linears_.emplace(l.module + ".weight", std::move(l));
+}
+
+bool CheckpointWeights::contains(const std::string& name) const {
+  return linears_.count(name) != 0 || ckpt_->find(name).has_value();
+}
+
+Matrix CheckpointWeights::matrix(const std::string& name) const {
+  const auto it = linears_.find(name);
+  if (it == linears_.end()) {
+    if (ckpt_->find(name)) throw std::invalid_argument("tensor " + name + " in " + describe() + " is not a 2-D linear weight");
+    throw std::invalid_argument("missing tensor " + name + " in " + describe());
+  }
+  return weights::load_matrix(it->second);
+}
+
+HostTensor CheckpointWeights::tensor(const std::string& name) const {
+  const auto ref = ckpt_->find(name);
+  if (!ref) throw std::invalid_argument("missing tensor " + name + " in " + describe());
+  HostTensor t;
+  t.shape = ref->info->shape;
+  const io::Dtype d = ref->info->dtype;
+  if (d == io::Dtype::kI64 || d == io::Dtype::kI32) {
+    const auto bytes = ref->bytes();
+    const int64_t n = ref->info->numel(), sz = d == io::Dtype::kI64 ? 8 : 4;
+    t.values.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t v = 0;
+      if (sz == 8) std::memcpy(&v, bytes.data() + i * 8, 8);
+      else {
+        int32_t v32;
+        std::memcpy(&v32, bytes.data() + i * 4, 4);
+        v = v32;
+      }
+      t.values[static_cast<size_t>(i)] = static_cast<float>(v);
+    }
+    t.dtype = StoredDtype::kI64;
+    return t;
+  }
+  t.values = io::tensor_to_f32(*ref);
+  t.dtype = d == io::Dtype::kBF16 ? StoredDtype::kBF16 : StoredDtype::kF32;
+  return t;
+}
+
+LoadedCheckpoint load_v4_checkpoint(const std::filesystem::path& dir) {
+  LoadedCheckpoint lc;
+  lc.config = load_v4_config(dir.string());
+  const CheckpointWeights src(dir);
+  lc.weights = load_v4_weights(lc.config, src);
+  return lc;
+}
+
+}  // namespace fp4moe::model
