@@ -1,0 +1,87 @@
+// Device helpers shared by the W4A16 kernels: e2m1 -> bf16 dequantization of the repacked
+// layout (w4a16_layout.h explains the bit tricks), scale preprocessing, the mma wrapper and
+// the per-row epilogue scale.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "ops/cuda/w4a16_layout.h"
+
+namespace fp4moe::cuda::detail {
+
+// Four A registers (bf16 pairs, value code * 2^-126) from one repacked word.
+__device__ __forceinline__ void dequant_word(uint32_t q, uint32_t (&r)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t u = q << (4 * i);
+    r[i] = (u & 0x80008000u) | ((u >> 6) & 0x01C001C0u);
+  }
+}
+
+// bf16 pair (S', S') for the byte at index idx (0..3) of w: S' = scale * 2^64.
+template <bool NV>
+__device__ __forceinline__ uint32_t scale_pair(uint32_t w, int idx) {
+  const uint32_t p = __byte_perm(w, 0u, static_cast<uint32_t>(idx | (4 << 4) | (idx << 8) | (4 << 12)));
+  if constexpr (NV) return p * 16u + 0x5A805A80u;  // e5m3: exponent E+181, 3 mantissa bits
+  else return p * 128u + 0x20002000u;               // ue8m0: exponent code+64
+}
+
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
+  __nv_bfloat162 r = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
+  return *reinterpret_cast<uint32_t*>(&r);
+}
+
+// The A fragment of k16 step j from a tile's 16 code bytes and its quad's scale bytes.
+// NV: sc = 8 bytes [j][g, g+8]; MX: sc.x = 4 bytes [block][g, g+8].
+template <bool NV>
+__device__ __forceinline__ void a_fragment(const uint4& codes, const uint2& sc, int j, uint32_t (&a)[4]) {
+  const uint32_t q = j == 0 ? codes.x : j == 1 ? codes.y : j == 2 ? codes.z : codes.w;
+  uint32_t sg, sg8;
+  if constexpr (NV) {
+    const uint32_t w = j < 2 ? sc.x : sc.y;
+    sg = scale_pair<true>(w, 2 * (j & 1));
+    sg8 = scale_pair<true>(w, 2 * (j & 1) + 1);
+  } else {
+    sg = scale_pair<false>(sc.x, 2 * (j >> 1));
+    sg8 = scale_pair<false>(sc.x, 2 * (j >> 1) + 1);
+  }
+  uint32_t r[4];
+  dequant_word(q, r);
+  a[0] = bf16x2_mul(r[0], sg);   // row g,   k 2q..2q+1
+  a[1] = bf16x2_mul(r[1], sg8);  // row g+8, k 2q..2q+1
+  a[2] = bf16x2_mul(r[2], sg);   // row g,   k 2q+8..
+  a[3] = bf16x2_mul(r[3], sg8);  // row g+8, k 2q+8..
+}
+
+// D += A . B, m16n8k16, bf16 inputs, fp32 accumulators.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Epilogue factor of output row n: alpha * g(n) * 2^62 (ranges sorted, first at row 0).
+struct RangeScales {
+  const int32_t* begin;  // device, num entries
+  const float* scale;    // device, num entries
+  int num;
+  const float* alpha;    // device scalar or null (W4A4: the activations' dequant scale)
+};
+__device__ __forceinline__ float row_factor(const RangeScales& rs, int64_t n) {
+  float g = rs.scale[0];
+  for (int i = 1; i < rs.num; ++i)
+    if (rs.begin[i] <= n) g = rs.scale[i];
+  const float a = rs.alpha ? *rs.alpha : 1.0f;
+  return a * g * kEpilogueUnscale;
+}
+
+__device__ __forceinline__ void store_out(void* y, bool f32, int64_t idx, float v) {
+  if (f32) static_cast<float*>(y)[idx] = v;
+  else static_cast<__nv_bfloat16*>(y)[idx] = __float2bfloat16_rn(v);
+}
+
+}  // namespace fp4moe::cuda::detail

@@ -1,0 +1,162 @@
+// The CUDA kernels' weight layout (ops/cuda/w4a16_layout.h) and config heuristic
+// (ops/cuda/w4a16_config.h) are host code: checked here, without a GPU.
+//   - repack -> unrepack is the identity, bit for bit, for NVFP4 and MXFP4, odd shapes
+//   - the e4m3 -> e5m3 scale preprocessing is exact for every non-negative e4m3 code
+//   - inputs the layout cannot hold exactly are rejected with the row and block
+//   - the heuristic's choices stay inside the closed list of instantiations
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "formats/quantize.h"
+#include "ops/cuda/w4a16_config.h"
+#include "ops/cuda/w4a16_layout.h"
+#include "util/test_util.h"
+
+namespace fp4moe {
+namespace {
+
+using cuda::repack_w4;
+using cuda::unrepack_w4;
+
+void expect_same_matrix(const Matrix& a, const Matrix& b) {
+  EXPECT_EQ(a.format, b.format);
+  EXPECT_EQ(a.rows, b.rows);
+  EXPECT_EQ(a.cols, b.cols);
+  EXPECT_TRUE(a.data == b.data) << "codes differ";
+  EXPECT_TRUE(a.scales == b.scales) << "scales differ";
+  ASSERT_EQ(a.ranges.size(), b.ranges.size());
+  for (size_t i = 0; i < a.ranges.size(); ++i) {
+    EXPECT_EQ(a.ranges[i].row_begin, b.ranges[i].row_begin);
+    EXPECT_EQ(f32_bits(a.ranges[i].global_scale), f32_bits(b.ranges[i].global_scale));
+  }
+}
+
+TEST(W4Layout, RoundTripNvfp4OddShapes) {
+  test::SeededRng r;
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 16}, {37, 80}, {16, 64}, {130, 592}, {200, 1040}}) {
+    const auto w = test::random_bf16(r.rng, rows * cols, 0.05f);
+    const Matrix m = quantize_nvfp4_weight(w.data(), rows, cols);
+    const cuda::W4Layout L = repack_w4(m.view());
+    EXPECT_EQ(L.strips, (rows + 15) / 16);
+    EXPECT_EQ(L.ktiles, (cols + 63) / 64);
+    expect_same_matrix(unrepack_w4(L), m);
+  }
+}
+
+TEST(W4Layout, RoundTripMxfp4OddShapes) {
+  test::SeededRng r;
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 32}, {37, 96}, {129, 608}}) {
+    const auto w = test::random_bf16(r.rng, rows * cols, 0.05f);
+    const Matrix m = quantize_mxfp4(w.data(), rows, cols);
+    expect_same_matrix(unrepack_w4(repack_w4(m.view())), m);
+  }
+}
+
+TEST(W4Layout, RoundTripFusedRangesKeepEachGlobalScale) {
+  test::SeededRng r;
+  const auto a = test::random_bf16(r.rng, 48 * 128, 0.02f), b = test::random_bf16(r.rng, 24 * 128, 3.0f);
+  const Matrix ma = quantize_nvfp4_weight(a.data(), 48, 128), mb = quantize_nvfp4_weight(b.data(), 24, 128);
+  const Matrix* parts[] = {&ma, &mb};
+  const Matrix fused = concat_rows(parts);
+  ASSERT_NE(fused.ranges[0].global_scale, fused.ranges[1].global_scale);
+  expect_same_matrix(unrepack_w4(repack_w4(fused.view())), fused);
+}
+
+// Every byte of the code area is owned by exactly one element (or is padding).
+TEST(W4Layout, CodeSlotsAreABijection) {
+  cuda::W4Layout L;
+  L.format = MatrixFormat::kNVFP4;
+  L.rows = 32;
+  L.cols = 128;
+  L.strips = 2;
+  L.ktiles = 2;
+  std::vector<int> seen(static_cast<size_t>(L.strips * L.ktiles * cuda::kTileCodeBytes * 2), 0);
+  for (int64_t n = 0; n < L.rows; ++n)
+    for (int64_t k = 0; k < L.cols; ++k) {
+      const cuda::CodeSlot s = cuda::w4_code_slot(L, n, k);
+      ++seen[static_cast<size_t>(s.byte * 2 + s.shift / 4)];
+    }
+  for (int c : seen) EXPECT_EQ(c, 1);
+}
+
+TEST(W4Layout, E5m3ScaleIsExactForEveryNonNegativeE4m3) {
+  for (int c = 0; c < 0x7F; ++c) {  // 0x7F is NaN
+    const uint8_t e5 = cuda::nvfp4_scale_to_e5m3(static_cast<uint8_t>(c));
+    EXPECT_EQ(cuda::nvfp4_scale_from_e5m3(e5), c) << "e4m3 code " << c;
+    if (c == 0) continue;
+    // The value the kernel builds: bf16 bits (e5 << 4) + (181 << 7) == scale * 2^64.
+    const float kernel = bf16_to_float(static_cast<uint16_t>((e5 << 4) + (181 << 7)));
+    EXPECT_EQ(kernel, e4m3_to_float(static_cast<uint8_t>(c)) * 18446744073709551616.0f) << "e4m3 code " << c;
+  }
+}
+
+TEST(W4Layout, ZeroScaleBlocksComeBackWithZeroCodes) {
+  Matrix m;
+  m.format = MatrixFormat::kNVFP4;
+  m.scale_kind = ScaleKind::kE4m3;
+  m.rows = 16;
+  m.cols = 32;
+  m.data.assign(16 * 16, 0x77);
+  m.scales.assign(16 * 2, 0x38);  // 1.0
+  m.scales[5] = 0x00;             // row 2, block 1
+  const Matrix back = unrepack_w4(repack_w4(m.view()));
+  for (int64_t k = 16; k < 32; k += 2) EXPECT_EQ(back.data[static_cast<size_t>(2 * 16 + k / 2)], 0) << k;
+  EXPECT_EQ(back.scales[5], 0);
+  EXPECT_EQ(back.data[0], 0x77);
+}
+
+TEST(W4Layout, RejectsScalesTheKernelsCannotHoldExactly) {
+  Matrix m;
+  m.format = MatrixFormat::kNVFP4;
+  m.scale_kind = ScaleKind::kE4m3;
+  m.rows = 3;
+  m.cols = 32;
+  m.data.assign(3 * 16, 0x11);
+  m.scales.assign(3 * 2, 0x38);
+  m.scales[3] = 0x7F;  // NaN
+  try {
+    repack_w4(m.view());
+    FAIL() << "NaN scale accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("row 1 block 1"), std::string::npos) << e.what();
+  }
+  m.scales[3] = 0xB8;  // -1.0
+  EXPECT_THROW(repack_w4(m.view()), std::invalid_argument);
+
+  Matrix x;
+  x.format = MatrixFormat::kMXFP4;
+  x.scale_kind = ScaleKind::kUe8m0;
+  x.rows = 2;
+  x.cols = 64;
+  x.data.assign(2 * 32, 0x22);
+  x.scales.assign(2 * 2, 127);
+  x.scales[1] = 200;  // 2^73
+  EXPECT_THROW(repack_w4(x.view()), std::invalid_argument);
+  x.scales[1] = cuda::kMxScaleMax;
+  EXPECT_NO_THROW(repack_w4(x.view()));
+}
+
+TEST(W4Config, HeuristicStaysInTheInstantiatedList) {
+  for (int64_t m : {1, 2, 3, 7, 8, 9, 16, 17, 31, 33, 64, 65, 128, 4096})
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{1536, 4096}, {32768, 1024}, {4096, 8192}, {7168, 16384}, {200, 592}}) {
+      const cuda::W4Config c = cuda::choose_w4_config(m, n, k, 132);
+      if (m <= cuda::kDecodeMaxM) {
+        EXPECT_EQ(c.kernel, cuda::W4Kernel::kDecode);
+        EXPECT_TRUE(c.mtiles == 1 || c.mtiles == 2 || c.mtiles == 4 || c.mtiles == 8);
+        EXPECT_GE(c.mtiles * 8, m);
+        EXPECT_GE(c.splits, 1);
+        EXPECT_LE(c.splits, 32);
+        EXPECT_GE((k + 63) / 64 / c.splits, std::min<int64_t>(8, (k + 63) / 64)) << "each split keeps work";
+      } else {
+        EXPECT_EQ(c.kernel, cuda::W4Kernel::kPrefill);
+      }
+    }
+  // Small-N shapes are split along k to cover the SMs; wide ones are not.
+  EXPECT_GT(cuda::choose_w4_config(1, 1536, 4096, 132).splits, 1);
+  EXPECT_EQ(cuda::choose_w4_config(1, 65536, 1536, 132).splits, 1);
+  EXPECT_EQ(cuda::w4_workspace_bytes(65536, 1536, 132), 0);
+}
+
+}  // namespace
+}  // namespace fp4moe

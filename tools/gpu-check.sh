@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The GPU check, run on a machine with a Hopper GPU: build with all cores, run the GPU tests,
+# run them again under compute-sanitizer (memcheck, racecheck), run the benchmark, and
+# leave every log and table in one folder.
+#
+#   tools/gpu-check.sh [OUT_DIR]        (default: $OUT, else ./out/gpu-check)
+#
+# Env: FP4MOE_BENCH_ARGS (extra benchmark flags, e.g. "--quick"), FP4MOE_SKIP_BENCH=1,
+#      FP4MOE_DEPS (a prefix holding gtest/nlohmann-json/CLI11 when the system lacks them;
+#      default ./.deps/usr if present).
+# Output files: summary.txt, build.log, tests.log, sanitizer.log, bench.md, bench.json, sass.txt
+# Exit status: 0 when the build, the tests and both sanitizer passes are clean.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+out="${1:-${OUT:-$PWD/out/gpu-check}}"
+mkdir -p "$out"
+build=build-gpu
+summary="$out/summary.txt"
+: >"$summary"
+status=0
+note() { echo "$*" | tee -a "$summary"; }
+
+note "gpu-check: $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | tee -a "$summary"
+
+prefix=()
+deps="${FP4MOE_DEPS:-$PWD/.deps/usr}"
+[ -d "$deps" ] && prefix=(-DCMAKE_PREFIX_PATH="$deps")
+
+# ---- build -------------------------------------------------------------------------------
+{
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFP4MOE_PTXAS_VERBOSE=ON "${prefix[@]}" &&
+    cmake --build "$build" -j "$(nproc)" -- -k 0
+} >"$out/build.log" 2>&1
+if [ $? -ne 0 ]; then
+  note "build: FAILED (see build.log)"
+  status=1
+else
+  note "build: ok"
+fi
+grep -E "spill (stores|loads)" "$out/build.log" | grep -v " 0 bytes spill stores, 0 bytes spill loads" | sort -u | sed 's/^/spills: /' | tee -a "$summary"
+
+# ---- SASS: the kernels' MMA instructions ---------------------------------------------------
+lib="$build/src/ops/cuda/libfp4moe_cuda.a"
+if [ -f "$lib" ]; then
+  cuobjdump -sass "$lib" >"$out/sass.txt" 2>&1
+  note "sass: HMMA $(grep -c HMMA "$out/sass.txt") HGMMA $(grep -c HGMMA "$out/sass.txt") LDL/STL $(grep -cE 'LDL|STL' "$out/sass.txt")"
+fi
+
+# ---- GPU tests -------------------------------------------------------------------------------
+if (cd "$build" && ctest -L gpu --output-on-failure --timeout 900) >"$out/tests.log" 2>&1; then
+  note "gpu tests: ok: $(grep -E 'tests passed|tests failed' "$out/tests.log" | tail -1)"
+else
+  note "gpu tests: FAILED: $(grep -E 'tests passed|tests failed' "$out/tests.log" | tail -1)"
+  status=1
+fi
+(cd "$build" && ctest -L cpu --timeout 600) >>"$out/tests.log" 2>&1 &&
+  note "cpu tests: ok: $(grep -E 'tests passed|tests failed' "$out/tests.log" | tail -1)" ||
+  note "cpu tests: FAILED: $(grep -E 'tests passed|tests failed' "$out/tests.log" | tail -1)"
+
+# ---- compute-sanitizer --------------------------------------------------------------------------
+# The full-size DeepSeek shapes run only without the sanitizer (its slowdown is ~100x); every
+# other GPU test runs under both tools.
+: >"$out/sanitizer.log"
+san_fail=0
+for tool in memcheck racecheck; do
+  for t in "$build"/tests/gpu_*; do
+    [ -x "$t" ] || continue
+    echo "=== $tool $(basename "$t")" >>"$out/sanitizer.log"
+    timeout 900 compute-sanitizer --tool "$tool" --error-exitcode 99 "$t" --gtest_filter='-*DeepSeek*' \
+      >>"$out/sanitizer.log" 2>&1
+    rc=$?
+    echo "=== exit $rc" >>"$out/sanitizer.log"
+    [ $rc -ne 0 ] && san_fail=1
+  done
+done
+if [ $san_fail -eq 0 ]; then
+  note "compute-sanitizer: memcheck + racecheck clean ($(grep -c '^=== memcheck' "$out/sanitizer.log") binaries each)"
+else
+  note "compute-sanitizer: FINDINGS or failures (see sanitizer.log): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer.log" | sort | uniq -c | tr '\n' ';')"
+  status=1
+fi
+
+# ---- benchmark ---------------------------------------------------------------------------------
+if [ "${FP4MOE_SKIP_BENCH:-0}" != 1 ] && [ -x "$build/bench/bench_linear" ]; then
+  # shellcheck disable=SC2086
+  if "$build/bench/bench_linear" --json "$out/bench.json" ${FP4MOE_BENCH_ARGS:-} >"$out/bench.md" 2>>"$out/build.log"; then
+    note "bench: ok ($(grep -c '^| V4' "$out/bench.md") rows)"
+    head -1 "$out/bench.md" | tee -a "$summary"
+  else
+    note "bench: FAILED"
+    status=1
+  fi
+fi
+note "gpu-check: exit $status"
+exit $status
