@@ -305,6 +305,10 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
     std::map<std::string, Actual> actual;
     for (const LinearTensors& l : layout.linears) actual[canonical_name(l.module)] = {true, {l.rows, l.cols}, *l.weight};
     for (const io::TensorRef& t : layout.plain) actual[canonical_name(t.info->name)] = {false, t.info->shape, t};
+    for (const io::TensorRef& w : layout.broken) {  // present, already reported; shape unknown
+      const std::string& n = w.info->name;
+      actual[canonical_name(n.substr(0, n.rfind('.')))] = {true, {}, w};
+    }
     std::set<std::string> expected_names;
     const std::string cfg = (ckpt.dir() / "config.json").string();
     for (const ExpectedTensor& e : expected_deepseek_v4(*config->v4, stacked)) {
@@ -315,7 +319,7 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
                               std::string("expected by ") + cfg + " (" + (e.linear ? "linear " : "") + shape_str(e.shape) + "), not in the checkpoint"});
         continue;
       }
-      if (it->second.shape != e.shape)
+      if (!it->second.shape.empty() && it->second.shape != e.shape)
         d.add(Severity::kError, "shape-mismatch", it->second.ref,
               (e.linear ? "linear is " : "tensor is ") + shape_str(it->second.shape) + ", " + cfg + " implies " + shape_str(e.shape));
     }

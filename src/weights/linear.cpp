@@ -80,6 +80,7 @@ CheckpointLayout scan_layout(const io::Checkpoint& ckpt) {
       const std::optional<TensorRef> g = ct ? take(".weight_global_scale") : take(".weight_scale_2");
       if (!s) {
         problem("missing-tensor", *w, "packed FP4 weight without block scales (" + module + ".weight_scale)");
+        out.broken.push_back(*w);
         continue;
       }
       l.scale = s;
@@ -97,6 +98,7 @@ CheckpointLayout scan_layout(const io::Checkpoint& ckpt) {
       } else {
         problem("dtype", *s, std::string("block scales of a packed FP4 weight are ") + io::to_string(s->info->dtype) +
                                  " (F8_E4M3 for NVFP4, F8_E8M0 or U8 for MXFP4)");
+        out.broken.push_back(*w);
         continue;
       }
       const int64_t block = l.format == MatrixFormat::kNVFP4 ? kNvfp4Block : kMxfp4Block;
@@ -104,6 +106,7 @@ CheckpointLayout scan_layout(const io::Checkpoint& ckpt) {
       if (l.cols % block != 0 || s->info->shape != want) {
         problem("scale-shape", *s, "block scales are " + shape_str(s->info->shape) + ", expected " + shape_str(want) +
                                        " for a weight of " + std::to_string(l.rows) + " x " + std::to_string(l.cols) + " values");
+        out.broken.push_back(*w);
         continue;
       }
     } else if (linear2d && w->info->dtype == Dtype::kF8_E4M3) {
@@ -116,6 +119,7 @@ CheckpointLayout scan_layout(const io::Checkpoint& ckpt) {
       if (!s) s = take(".weight_scale");
       if (!s) {
         problem("missing-tensor", *w, "FP8 weight without block scales (" + module + ".scale or .weight_scale_inv)");
+        out.broken.push_back(*w);
         continue;
       }
       l.scale = s;
@@ -123,11 +127,13 @@ CheckpointLayout scan_layout(const io::Checkpoint& ckpt) {
       else if (s->info->dtype == Dtype::kF8_E8M0 || s->info->dtype == Dtype::kU8) l.scale_kind = ScaleKind::kUe8m0;
       else {
         problem("dtype", *s, std::string("FP8 block scales are ") + io::to_string(s->info->dtype) + " (F32 or F8_E8M0)");
+        out.broken.push_back(*w);
         continue;
       }
       const std::vector<int64_t> want = {(l.rows + 127) / 128, (l.cols + 127) / 128};
       if (s->info->shape != want) {
         problem("scale-shape", *s, "FP8 block scales are " + shape_str(s->info->shape) + ", expected " + shape_str(want));
+        out.broken.push_back(*w);
         continue;
       }
     } else if (linear2d && is_float_weight(w->info->dtype)) {

@@ -46,9 +46,12 @@ struct CheckpointLayout {
   std::vector<LinearTensors> linears;
   std::vector<io::TensorRef> plain;  // every tensor not part of a linear layer
   std::vector<LayoutProblem> problems;
+  std::vector<io::TensorRef> broken;  // weights of layers that could not be assembled (see problems)
 };
 
+// The layout points into the checkpoint's mapped files: the checkpoint must outlive it.
 CheckpointLayout scan_layout(const io::Checkpoint& ckpt);
+CheckpointLayout scan_layout(const io::Checkpoint&& ckpt) = delete;
 
 // Bytes of each tensor that makes up the linear, and what BF16 would take for [rows, cols].
 int64_t linear_bytes(const LinearTensors& l);

@@ -46,6 +46,11 @@ constexpr std::pair<std::string_view, std::string_view> kRenames[] = {
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
+// Whether s starts with the dotted path p as whole components ("embed_tokens" or "embed_tokens.x").
+bool starts_with_path(std::string_view s, std::string_view p) {
+  return starts_with(s, p) && (s.size() == p.size() || s[p.size()] == '.');
+}
+
 void replace_first(std::string& s, std::string_view from, std::string_view to) {
   const size_t at = s.find(from);
   if (at != std::string::npos) s.replace(at, from.size(), to);
@@ -56,8 +61,8 @@ void replace_first(std::string& s, std::string_view from, std::string_view to) {
 std::string canonical_name(std::string_view name) {
   std::string s(name);
   if (starts_with(s, "model.")) s.erase(0, 6);
-  if (starts_with(s, "embed_tokens.")) s.replace(0, 12, "embed");
-  if (starts_with(s, "lm_head.")) s.replace(0, 7, "head");
+  if (starts_with_path(s, "embed_tokens")) s.replace(0, 12, "embed");
+  if (starts_with_path(s, "lm_head")) s.replace(0, 7, "head");
   if (starts_with(s, "hc_head.hc_")) s.replace(0, 11, "hc_head_");
   if (!starts_with(s, "layers.")) return s;
   const size_t dot = s.find('.', 7);
@@ -75,7 +80,7 @@ std::string canonical_name(std::string_view name) {
     replace_first(rest, ".up_proj", ".w3");
     replace_first(rest, ".down_proj", ".w2");
   }
-  if (starts_with(rest, "attn.norm.")) rest.replace(0, 9, "attn.kv_norm");  // save_pretrained's kv norm
+  if (starts_with_path(rest, "attn.norm")) rest.replace(0, 9, "attn.kv_norm");  // save_pretrained's kv norm
   return s.substr(0, dot + 1) + rest;
 }
 
@@ -101,13 +106,17 @@ const char* to_string(Component c) {
 Component component_of(std::string_view n) {
   auto has = [&](std::string_view p) { return n.find(p) != std::string_view::npos; };
   if (starts_with(n, "mtp.") || has(".mtp.")) return Component::kMtp;
-  if (starts_with(n, "embed")) return Component::kEmbedding;
-  if (starts_with(n, "head.")) return Component::kHead;
+  if (starts_with_path(n, "embed")) return Component::kEmbedding;
+  if (starts_with_path(n, "head")) return Component::kHead;
   if (has("hc_")) return Component::kHyperConnections;
   if (has("norm")) return Component::kNorms;
   if (has("shared_expert")) return Component::kSharedExperts;
   if (has("experts")) return Component::kRoutedExperts;
-  if (has("ffn.gate.") || has("mlp.gate.")) return Component::kRouter;
+  // The router: "ffn.gate" / "mlp.gate" as a whole path component (not gate_proj).
+  for (std::string_view g : {std::string_view("ffn.gate"), std::string_view("mlp.gate")}) {
+    const size_t at = n.find(g);
+    if (at != std::string_view::npos && (at + g.size() == n.size() || n[at + g.size()] == '.')) return Component::kRouter;
+  }
   if (has("indexer")) return Component::kIndexer;
   if (has("compressor")) return Component::kCompressor;
   if (has("attn")) return Component::kAttention;

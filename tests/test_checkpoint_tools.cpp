@@ -1,0 +1,523 @@
+// Checkpoint tooling below the CLI: config.json parsing, quantization-scheme detection, the
+// BF16 -> NVFP4/MXFP4 converter (its bytes against formats/quantize.h run on the input, and
+// untouched tensors against the input bytes), loading canonical matrices (fused parts keep
+// their own global scales), and every doctor finding triggered by a planted fault.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "formats/codecs.h"
+#include "formats/quantize.h"
+#include "io/config.h"
+#include "io/quant_scheme.h"
+#include "util/test_util.h"
+#include "util/tiny_checkpoint.h"
+#include "weights/doctor.h"
+#include "weights/linear.h"
+#include "weights/names.h"
+#include "weights/quantize_checkpoint.h"
+
+namespace fp4moe {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using test::TempDir;
+
+// ---- config.json -------------------------------------------------------------------------------
+TEST(Config, TinyDeepSeekV4) {
+  const io::ModelConfig m = io::parse_model_config(test::tiny_v4_config(), "config.json");
+  ASSERT_TRUE(m.v4.has_value());
+  const io::DeepSeekV4Config& c = *m.v4;
+  EXPECT_EQ(c.hidden_size, 64);
+  EXPECT_EQ(c.qk_rope_head_dim, 4);  // 0.125 * 32
+  EXPECT_EQ(c.layer_types, (std::vector<io::AttentionType>{io::AttentionType::kSliding, io::AttentionType::kCSA, io::AttentionType::kHCA}));
+  EXPECT_EQ(c.mlp_layer_types, (std::vector<io::MlpType>{io::MlpType::kHashMoe, io::MlpType::kMoe, io::MlpType::kMoe}));
+  EXPECT_EQ(c.compress_rate_hca, 8);
+}
+
+TEST(Config, FlashDefaultsAndDerivedLists) {
+  const io::ModelConfig m = io::parse_model_config({{"model_type", "deepseek_v4"}, {"num_hidden_layers", 6}}, "c");
+  const io::DeepSeekV4Config& c = *m.v4;
+  // Values of reference/deepseek_v4.md section 1.
+  EXPECT_EQ(c.vocab_size, 129280);
+  EXPECT_EQ(c.hidden_size, 4096);
+  EXPECT_EQ(c.num_attention_heads, 64);
+  EXPECT_EQ(c.head_dim, 512);
+  EXPECT_EQ(c.q_lora_rank, 1024);
+  EXPECT_EQ(c.qk_rope_head_dim, 64);
+  EXPECT_EQ(c.o_groups, 8);
+  EXPECT_EQ(c.o_lora_rank, 1024);
+  EXPECT_EQ(c.sliding_window, 128);
+  EXPECT_EQ(c.compress_rate_csa, 4);
+  EXPECT_EQ(c.compress_rate_hca, 128);
+  EXPECT_EQ(c.compress_rope_theta, 160000.0);
+  EXPECT_EQ(c.index_topk, 512);
+  EXPECT_EQ(c.hc_sinkhorn_iters, 20);
+  EXPECT_EQ(c.n_routed_experts, 256);
+  EXPECT_EQ(c.num_experts_per_tok, 6);
+  EXPECT_EQ(c.moe_intermediate_size, 2048);
+  EXPECT_EQ(c.scoring_func, "sqrtsoftplus");
+  EXPECT_EQ(c.routed_scaling_factor, 1.5);
+  EXPECT_EQ(c.swiglu_limit, 10.0);
+  // Built-in pattern: layers 0,1 HCA, then layer i+2 is CSA for odd i: H H H C H C.
+  using A = io::AttentionType;
+  EXPECT_EQ(c.layer_types, (std::vector<A>{A::kHCA, A::kHCA, A::kHCA, A::kCSA, A::kHCA, A::kCSA}));
+  EXPECT_EQ(c.mlp_layer_types[2], io::MlpType::kHashMoe);
+  EXPECT_EQ(c.mlp_layer_types[3], io::MlpType::kMoe);
+
+  // Legacy compress_ratios (one extra MTP entry, truncated), legacy qk_rope_head_dim, flat YaRN.
+  const io::ModelConfig f = io::parse_model_config(
+      {{"model_type", "deepseek_v4"}, {"num_hidden_layers", 4}, {"compress_ratios", {0, 0, 4, 128, 4}}, {"qk_rope_head_dim", 128},
+       {"rope_scaling", {{"type", "yarn"}, {"factor", 16}, {"original_max_position_embeddings", 65536}, {"beta_fast", 32}, {"beta_slow", 1}}}},
+      "c");
+  EXPECT_EQ(f.v4->layer_types, (std::vector<A>{A::kSliding, A::kSliding, A::kCSA, A::kHCA}));
+  EXPECT_EQ(f.v4->partial_rotary_factor, 0.25);
+  EXPECT_EQ(f.v4->rope_compress.rope_type, "yarn");
+  EXPECT_EQ(f.v4->rope_compress.rope_theta, 160000.0);
+  EXPECT_EQ(f.v4->rope_compress.factor, 16.0);
+  EXPECT_EQ(f.v4->rope_compress.attention_factor, 1.0);
+  EXPECT_EQ(f.v4->rope_main.rope_type, "default");
+  EXPECT_EQ(f.v4->rope_main.rope_theta, 10000.0);
+}
+
+TEST(Config, OtherArchitecturesAndErrors) {
+  EXPECT_EQ(io::parse_model_config({{"model_type", "deepseek_v3"}, {"q_lora_rank", nullptr}}, "c").v3->q_lora_rank, std::nullopt);
+  EXPECT_EQ(io::parse_model_config({{"model_type", "qwen3_moe"}, {"num_experts", 60}}, "c").qwen3->num_experts, 60);
+  try {
+    io::parse_model_config({{"model_type", "llama"}}, "dir/config.json");
+    FAIL();
+  } catch (const io::CheckpointError& e) {
+    EXPECT_EQ(e.kind(), io::ErrorKind::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("unsupported architecture"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("dir/config.json"), std::string::npos) << e.what();
+  }
+  try {
+    io::parse_model_config({{"model_type", "deepseek_v4"}, {"hidden_size", "big"}}, "c");
+    FAIL();
+  } catch (const io::CheckpointError& e) {
+    EXPECT_EQ(e.kind(), io::ErrorKind::kInvalidConfig);
+    EXPECT_NE(std::string(e.what()).find("hidden_size"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(io::parse_model_config({{"model_type", "deepseek_v4"}, {"num_hidden_layers", 3}, {"layer_types", {"sliding_attention"}}}, "c"),
+               io::CheckpointError);
+  EXPECT_THROW(io::parse_model_config({{"model_type", "deepseek_v4"}, {"compress_ratios", {0, 7}}, {"num_hidden_layers", 2}}, "c"),
+               io::CheckpointError);
+}
+
+// ---- quantization schemes --------------------------------------------------------------------------
+TEST(QuantScheme, ModelOptCompressedTensorsAndNative) {
+  io::QuantScheme s = io::parse_quant_config(
+      {{"quantization", {{"quant_algo", "NVFP4"}, {"group_size", 16}, {"exclude_modules", {"lm_head", "model.layers.*.mlp.gate"}}}}}, "h");
+  EXPECT_EQ(s.kind, io::SchemeKind::kModelOptNVFP4);
+  EXPECT_EQ(s.algo_for("model.layers.3.self_attn.q_a_proj"), "NVFP4");
+  EXPECT_EQ(s.algo_for("model.layers.3.mlp.gate"), "");
+  EXPECT_EQ(s.algo_for("layers.3.mlp.gate"), "");
+  EXPECT_EQ(s.algo_for("lm_head"), "");
+
+  s = io::parse_quant_config({{"quant_method", "modelopt"},
+                              {"quantization",
+                               {{"quant_algo", "MIXED_PRECISION"},
+                                {"quantized_layers", {{"model.layers.0.mlp.experts.0.w1", {{"quant_algo", "NVFP4"}, {"group_size", 16}}},
+                                                      {"model.layers.0.self_attn.wo_a", {{"quant_algo", "FP8"}}}}}}}},
+                             "c");
+  EXPECT_EQ(s.kind, io::SchemeKind::kModelOptMixed);
+  EXPECT_EQ(s.algo_for("model.layers.0.mlp.experts.0.w1"), "NVFP4");
+  EXPECT_EQ(s.algo_for("model.layers.0.self_attn.wo_a"), "FP8");
+  EXPECT_EQ(s.algo_for("model.layers.0.mlp.experts.0.w2"), "");
+
+  s = io::parse_quant_config({{"quant_method", "compressed-tensors"}, {"format", "nvfp4-pack-quantized"}, {"ignore", {"lm_head", "re:.*mlp\\.gate$"}}}, "c");
+  EXPECT_EQ(s.kind, io::SchemeKind::kCompressedTensorsNVFP4);
+  EXPECT_EQ(s.algo_for("model.layers.1.mlp.gate"), "");
+  EXPECT_EQ(s.algo_for("model.layers.1.mlp.gate_proj"), "NVFP4");
+
+  s = io::parse_quant_config({{"quant_method", "fp8"}, {"fmt", "e4m3"}, {"scale_fmt", "ue8m0"}, {"weight_block_size", {128, 128}}}, "c");
+  EXPECT_EQ(s.kind, io::SchemeKind::kDeepSeekNative);
+  EXPECT_EQ(s.fp8_scale, ScaleKind::kUe8m0);
+
+  EXPECT_THROW(io::parse_quant_config({{"quant_method", "gptq"}}, "c"), io::CheckpointError);
+  EXPECT_THROW(io::parse_quant_config({{"quantization", {{"quant_algo", "NVFP4"}, {"group_size", 32}}}}, "c"), io::CheckpointError);
+  EXPECT_THROW(io::parse_quant_config({{"quantization", {{"quant_algo", "MIXED_PRECISION"}}}}, "c"), io::CheckpointError);
+}
+
+TEST(Names, AllThreeNamingsMapToNative) {
+  using weights::canonical_name;
+  EXPECT_EQ(canonical_name("model.layers.2.self_attn.q_a_proj.weight"), "layers.2.attn.wq_a.weight");
+  EXPECT_EQ(canonical_name("model.layers.2.attn.wq_a.weight"), "layers.2.attn.wq_a.weight");
+  EXPECT_EQ(canonical_name("layers.2.attn.wq_a.weight"), "layers.2.attn.wq_a.weight");
+  EXPECT_EQ(canonical_name("model.layers.0.self_attn.compressor.indexer.scorer.weights_proj.weight"), "layers.0.attn.indexer.weights_proj.weight");
+  EXPECT_EQ(canonical_name("model.layers.0.self_attn.compressor.indexer.kv_norm.weight"), "layers.0.attn.indexer.compressor.norm.weight");
+  EXPECT_EQ(canonical_name("model.layers.0.attn.norm.weight"), "layers.0.attn.kv_norm.weight");
+  EXPECT_EQ(canonical_name("model.layers.0.self_attn.kv_norm.weight"), "layers.0.attn.kv_norm.weight");
+  EXPECT_EQ(canonical_name("model.layers.0.mlp.shared_experts.up_proj.weight"), "layers.0.ffn.shared_experts.w3.weight");
+  EXPECT_EQ(canonical_name("model.layers.0.mlp.experts.7.down_proj.weight"), "layers.0.ffn.experts.7.w2.weight");
+  EXPECT_EQ(canonical_name("model.layers.0.mlp.gate.e_score_correction_bias"), "layers.0.ffn.gate.bias");
+  EXPECT_EQ(canonical_name("model.layers.0.attn_hc.fn"), "layers.0.hc_attn_fn");
+  EXPECT_EQ(canonical_name("model.embed_tokens.weight"), "embed.weight");
+  EXPECT_EQ(canonical_name("lm_head.weight"), "head.weight");
+  EXPECT_EQ(canonical_name("model.hc_head.hc_fn"), "hc_head_fn");
+  EXPECT_EQ(weights::component_of("layers.1.ffn.experts.3.w1"), weights::Component::kRoutedExperts);
+  EXPECT_EQ(weights::component_of("layers.1.attn.indexer.compressor.wkv"), weights::Component::kIndexer);
+  EXPECT_EQ(weights::component_of("layers.1.ffn.gate"), weights::Component::kRouter);
+}
+
+// ---- quantize ---------------------------------------------------------------------------------------
+std::vector<float> as_f32(const io::OwnedTensor& t) {
+  std::vector<float> v(static_cast<size_t>(t.bytes.size() / 2));
+  for (size_t i = 0; i < v.size(); ++i) {
+    uint16_t h;
+    std::memcpy(&h, t.bytes.data() + 2 * i, 2);
+    v[i] = bf16_to_float(h);
+  }
+  return v;
+}
+
+bool span_eq(std::span<const uint8_t> a, const std::vector<uint8_t>& b) { return std::equal(a.begin(), a.end(), b.begin(), b.end()); }
+
+struct Quantized {
+  TempDir dir;
+  std::vector<io::OwnedTensor> input;
+  weights::QuantizeCheckpointResult result;
+  fs::path in() const { return dir.path() / "bf16"; }
+  fs::path out() const { return dir.path() / "q"; }
+};
+
+std::unique_ptr<Quantized> make_quantized(std::mt19937_64& rng, weights::QuantizeCheckpointOptions opt) {
+  auto q = std::make_unique<Quantized>();
+  q->input = test::write_tiny_v4(q->in(), rng);
+  test::write_text(q->in() / "tokenizer.json", "{}");
+  q->result = weights::quantize_checkpoint(io::Checkpoint::open(q->in()), q->out(), opt);
+  return q;
+}
+
+TEST(QuantizeCheckpoint, Nvfp4BytesMatchTheFormatsQuantizer) {
+  test::SeededRng r;
+  const auto q = make_quantized(r.rng, {});
+  const io::Checkpoint out = io::Checkpoint::open(q->out());
+  int quantized = 0;
+  for (const io::OwnedTensor& t : q->input) {
+    const std::string& n = t.spec.name;
+    const std::string canon = weights::canonical_name(n);
+    const weights::Component c = weights::component_of(canon);
+    const bool linear = t.spec.shape.size() == 2 && n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0;
+    const bool expect_q = linear && c != weights::Component::kEmbedding && c != weights::Component::kHead && c != weights::Component::kRouter;
+    if (!expect_q) {
+      ASSERT_TRUE(out.find(n)) << n;
+      EXPECT_TRUE(span_eq(out.at(n).bytes(), t.bytes)) << n << " must be copied unchanged";
+      continue;
+    }
+    const std::string m = n.substr(0, n.size() - 7);
+    const std::vector<float> w = as_f32(t);
+    const Matrix ref = quantize_nvfp4_weight(w.data(), t.spec.shape[0], t.spec.shape[1]);
+    ASSERT_TRUE(out.find(m + ".weight_scale_2")) << m;
+    EXPECT_EQ(out.at(m + ".weight").info->dtype, io::Dtype::kU8);
+    EXPECT_EQ(out.at(m + ".weight").info->shape, (std::vector<int64_t>{t.spec.shape[0], t.spec.shape[1] / 2}));
+    EXPECT_EQ(out.at(m + ".weight_scale").info->dtype, io::Dtype::kF8_E4M3);
+    EXPECT_EQ(out.at(m + ".weight_scale").info->shape, (std::vector<int64_t>{t.spec.shape[0], t.spec.shape[1] / 16}));
+    EXPECT_TRUE(out.at(m + ".weight_scale_2").info->shape.empty());
+    EXPECT_TRUE(span_eq(out.at(m + ".weight").bytes(), ref.data)) << m;
+    EXPECT_TRUE(span_eq(out.at(m + ".weight_scale").bytes(), ref.scales)) << m;
+    EXPECT_EQ(f32_bits(io::scalar_f32(out.at(m + ".weight_scale_2"))), f32_bits(ref.ranges[0].global_scale)) << m;
+    ++quantized;
+  }
+  EXPECT_EQ(quantized, q->result.quantized);
+  EXPECT_EQ(quantized, 3 * (5 + 12 + 3) + 6 + 2);  // per layer: 5 attention, 12 expert, 3 shared; CSA 6, HCA 2 compressor/indexer
+  const json h = io::read_json_file(q->out() / "hf_quant_config.json");
+  EXPECT_EQ(h["quantization"]["quant_algo"], "NVFP4");
+  EXPECT_EQ(h["quantization"]["group_size"], 16);
+  const std::set<std::string> excl = h["quantization"]["exclude_modules"].get<std::set<std::string>>();
+  EXPECT_EQ(excl, (std::set<std::string>{"head", "model.layers.0.ffn.gate", "model.layers.1.ffn.gate", "model.layers.2.ffn.gate"}));
+  EXPECT_EQ(io::read_json_file(q->out() / "config.json")["quantization_config"]["quant_method"], "modelopt");
+  EXPECT_TRUE(fs::exists(q->out() / "tokenizer.json"));
+  // The scheme detected from the output agrees with every layer: the doctor finds no error.
+  const io::ModelConfig cfg = io::load_model_config(q->out());
+  const io::QuantScheme scheme = io::detect_quant_scheme(q->out(), nullptr);
+  EXPECT_EQ(scheme.kind, io::SchemeKind::kModelOptNVFP4);
+  const weights::DoctorReport rep = weights::run_doctor(out, &cfg, scheme);
+  for (const weights::Finding& f : rep.findings)
+    EXPECT_NE(f.severity, weights::Severity::kError) << f.check << " " << f.tensor << ": " << f.message;
+}
+
+TEST(QuantizeCheckpoint, ExpertsOnlyMxfp4AndShards) {
+  test::SeededRng r;
+  weights::QuantizeCheckpointOptions opt;
+  opt.scheme = weights::TargetScheme::kMXFP4;
+  opt.experts_only = true;
+  opt.shard_bytes = 64 << 10;
+  const auto q = make_quantized(r.rng, opt);
+  EXPECT_GT(q->result.shards.size(), 1u);
+  EXPECT_TRUE(fs::exists(q->out() / "model.safetensors.index.json"));
+  const io::Checkpoint out = io::Checkpoint::open(q->out());
+  EXPECT_EQ(q->result.quantized, 3 * 4 * 3);
+  for (const io::OwnedTensor& t : q->input) {
+    const std::string& n = t.spec.name;
+    if (n.find("ffn.experts.") == std::string::npos) {
+      EXPECT_TRUE(span_eq(out.at(n).bytes(), t.bytes)) << n;
+      continue;
+    }
+    const std::string m = n.substr(0, n.size() - 7);
+    const std::vector<float> w = as_f32(t);
+    const Matrix ref = quantize_mxfp4(w.data(), t.spec.shape[0], t.spec.shape[1]);
+    EXPECT_TRUE(span_eq(out.at(m + ".weight").bytes(), ref.data)) << m;
+    EXPECT_EQ(out.at(m + ".weight_scale").info->dtype, io::Dtype::kF8_E8M0);
+    EXPECT_TRUE(span_eq(out.at(m + ".weight_scale").bytes(), ref.scales)) << m;
+    EXPECT_FALSE(out.find(m + ".weight_scale_2"));
+  }
+  const weights::CheckpointLayout lay = weights::scan_layout(out);
+  EXPECT_TRUE(lay.problems.empty());
+  const io::ModelConfig cfg = io::load_model_config(q->out());
+  const weights::DoctorReport rep = weights::run_doctor(out, &cfg, io::detect_quant_scheme(q->out(), nullptr));
+  EXPECT_EQ(rep.errors(), 0) << (rep.findings.empty() ? "" : rep.findings[0].message);
+}
+
+TEST(QuantizeCheckpoint, RefusesQuantizedOrNaNInput) {
+  test::SeededRng r;
+  const auto q = make_quantized(r.rng, {});
+  TempDir d;
+  EXPECT_THROW(weights::quantize_checkpoint(io::Checkpoint::open(q->out()), d.path() / "again", {}), io::CheckpointError);
+  std::vector<io::OwnedTensor> in = q->input;
+  for (io::OwnedTensor& t : in)
+    if (t.spec.name == "model.layers.1.attn.wq_a.weight") t.bytes[6] = 0xC0, t.bytes[7] = 0x7F;  // bf16 NaN
+  io::write_safetensors(d.path() / "nan.safetensors", in);
+  try {
+    weights::quantize_checkpoint(io::Checkpoint::open(d.path() / "nan.safetensors"), d.path() / "o", {});
+    FAIL();
+  } catch (const io::CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.1.attn.wq_a.weight"), std::string::npos) << e.what();
+  }
+}
+
+// ---- loading canonical matrices ----------------------------------------------------------------------
+TEST(LoadMatrix, FusedPartsKeepTheirGlobalScales) {
+  test::SeededRng r;
+  const auto q = make_quantized(r.rng, {});
+  const io::Checkpoint out = io::Checkpoint::open(q->out());
+  const weights::CheckpointLayout lay = weights::scan_layout(out);
+  const weights::LinearTensors *w1 = nullptr, *w3 = nullptr;
+  for (const weights::LinearTensors& l : lay.linears) {
+    if (l.module == "model.layers.1.ffn.experts.2.w1") w1 = &l;
+    if (l.module == "model.layers.1.ffn.experts.2.w3") w3 = &l;
+  }
+  ASSERT_TRUE(w1 && w3);
+  const weights::LinearTensors* parts[] = {w1, w3};
+  const Matrix fused = weights::load_fused(parts);
+  std::vector<float> g, u;
+  for (const io::OwnedTensor& t : q->input) {
+    if (t.spec.name == "model.layers.1.ffn.experts.2.w1.weight") g = as_f32(t);
+    if (t.spec.name == "model.layers.1.ffn.experts.2.w3.weight") u = as_f32(t);
+  }
+  const Matrix rg = quantize_nvfp4_weight(g.data(), 32, 64), ru = quantize_nvfp4_weight(u.data(), 32, 64);
+  ASSERT_EQ(fused.ranges.size(), 2u);
+  EXPECT_EQ(fused.ranges[0].row_begin, 0);
+  EXPECT_EQ(fused.ranges[1].row_begin, 32);
+  EXPECT_EQ(fused.ranges[0].global_scale, rg.ranges[0].global_scale);
+  EXPECT_EQ(fused.ranges[1].global_scale, ru.ranges[0].global_scale);
+  EXPECT_NE(fused.ranges[0].global_scale, fused.ranges[1].global_scale);
+  std::vector<uint8_t> data = rg.data;
+  data.insert(data.end(), ru.data.begin(), ru.data.end());
+  EXPECT_EQ(fused.data, data);
+}
+
+TEST(LoadMatrix, CompressedTensorsReciprocalGlobalScale) {
+  test::SeededRng r;
+  TempDir d;
+  const std::vector<float> w = test::random_bf16(r.rng, 8 * 32, 0.1f);
+  const Matrix ref = quantize_nvfp4_weight(w.data(), 8, 32);
+  const float ct_gs = modelopt_global_scale_to_ct(ref.ranges[0].global_scale);
+  std::vector<uint8_t> gs(4);
+  std::memcpy(gs.data(), &ct_gs, 4);
+  io::write_safetensors(d.path() / "ct.safetensors", {{{"l.weight_packed", io::Dtype::kU8, {8, 16}}, ref.data},
+                                                      {{"l.weight_scale", io::Dtype::kF8_E4M3, {8, 2}}, ref.scales},
+                                                      {{"l.weight_global_scale", io::Dtype::kF32, {1}}, gs}});
+  const io::Checkpoint c = io::Checkpoint::open(d.path() / "ct.safetensors");
+  const weights::CheckpointLayout lay = weights::scan_layout(c);
+  ASSERT_EQ(lay.linears.size(), 1u);
+  const Matrix m = weights::load_matrix(lay.linears[0]);
+  EXPECT_EQ(m.format, MatrixFormat::kNVFP4);
+  EXPECT_EQ(m.cols, 32);
+  EXPECT_EQ(m.data, ref.data);
+  EXPECT_EQ(f32_bits(m.ranges[0].global_scale), f32_bits(ct_global_scale_to_modelopt(ct_gs)));
+}
+
+TEST(LoadMatrix, DeepSeekNativeFp8AndMxfp4) {
+  test::SeededRng r;
+  TempDir d;
+  const std::vector<float> w = test::random_bf16(r.rng, 130 * 64, 0.1f);
+  const Matrix fp8 = quantize_fp8_block(w.data(), 130, 64, ScaleKind::kUe8m0);
+  const Matrix mx = quantize_mxfp4(w.data(), 130, 64);
+  io::write_safetensors(d.path() / "n.safetensors", {{{"layers.0.attn.wq_a.weight", io::Dtype::kF8_E4M3, {130, 64}}, fp8.data},
+                                                     {{"layers.0.attn.wq_a.scale", io::Dtype::kF8_E8M0, {2, 1}}, fp8.scales},
+                                                     {{"layers.0.ffn.experts.0.w1.weight", io::Dtype::kI8, {130, 32}}, mx.data},
+                                                     {{"layers.0.ffn.experts.0.w1.scale", io::Dtype::kF8_E8M0, {130, 2}}, mx.scales}});
+  const io::Checkpoint ckpt = io::Checkpoint::open(d.path());
+  const weights::CheckpointLayout lay = weights::scan_layout(ckpt);
+  ASSERT_EQ(lay.linears.size(), 2u);
+  for (const weights::LinearTensors& l : lay.linears) {
+    const Matrix m = weights::load_matrix(l);
+    const Matrix& ref = l.format == MatrixFormat::kFP8Block ? fp8 : mx;
+    EXPECT_EQ(m.format, ref.format);
+    EXPECT_EQ(m.scale_kind, ref.scale_kind);
+    EXPECT_EQ(m.data, ref.data);
+    EXPECT_EQ(m.scales, ref.scales);
+  }
+}
+
+// ---- doctor: each finding from a planted fault ------------------------------------------------------
+struct Planted {
+  TempDir dir;
+  std::unique_ptr<Quantized> base;
+};
+
+// Copies the quantized tiny checkpoint with `mutate` applied to its tensors, runs the doctor.
+weights::DoctorReport doctor_with(const Quantized& q, const std::function<void(std::vector<io::OwnedTensor>&)>& mutate,
+                                  const fs::path& at, const std::function<void(json&)>& mutate_quant = {}) {
+  std::vector<io::OwnedTensor> t = test::read_all(q.out());
+  mutate(t);
+  fs::create_directories(at);
+  io::write_safetensors(at / "model.safetensors", t);
+  fs::copy_file(q.out() / "config.json", at / "config.json");
+  json h = io::read_json_file(q.out() / "hf_quant_config.json");
+  if (mutate_quant) mutate_quant(h);
+  test::write_text(at / "hf_quant_config.json", h.dump());
+  const io::ModelConfig cfg = io::load_model_config(at);
+  return weights::run_doctor(io::Checkpoint::open(at), &cfg, io::detect_quant_scheme(at, nullptr));
+}
+
+io::OwnedTensor& named(std::vector<io::OwnedTensor>& t, const std::string& n) {
+  for (io::OwnedTensor& x : t)
+    if (x.spec.name == n) return x;
+  throw std::runtime_error("no tensor " + n);
+}
+
+void set_f32(io::OwnedTensor& t, float v) { std::memcpy(t.bytes.data(), &v, 4); }
+
+// Expects exactly one finding of this check on this tensor, with this severity.
+void expect_finding(const weights::DoctorReport& r, const std::string& check, const std::string& tensor,
+                    weights::Severity sev = weights::Severity::kError, const std::string& needle = "") {
+  int hits = 0;
+  for (const weights::Finding& f : r.findings)
+    if (f.check == check && f.tensor == tensor) {
+      ++hits;
+      EXPECT_EQ(f.severity, sev) << f.message;
+      if (!needle.empty()) {
+        EXPECT_NE(f.message.find(needle), std::string::npos) << f.message;
+      }
+    }
+  EXPECT_EQ(hits, 1) << "finding " << check << " on " << tensor;
+  std::string all;
+  for (const weights::Finding& f : r.findings)
+    if (f.severity == weights::Severity::kError) all += "\n  " + f.check + " " + f.tensor + ": " + f.message;
+  EXPECT_EQ(r.errors(), sev == weights::Severity::kError ? 1 : 0) << "only the planted fault may be an error:" << all;
+}
+
+TEST(Doctor, EveryFindingFromAPlantedFault) {
+  test::SeededRng r;
+  const auto q = make_quantized(r.rng, {});
+  TempDir d;
+  int n = 0;
+  auto run = [&](auto mutate, std::function<void(json&)> mq = {}) { return doctor_with(*q, mutate, d.path() / std::to_string(n++), mq); };
+  const std::string m = "model.layers.1.ffn.experts.2.w1";
+  using weights::Severity;
+
+  for (float bad : {NAN, INFINITY, 0.0f, -0.01f, 1e-39f}) {
+    const auto rep = run([&](auto& t) { set_f32(named(t, m + ".weight_scale_2"), bad); });
+    SCOPED_TRACE(bad);
+    expect_finding(rep, "global-scale", m + ".weight_scale_2");
+  }
+  const std::pair<uint8_t, const char*> block_faults[] = {{0x7F, "block-scale-nan"}, {0xFF, "block-scale-nan"}, {0xB8, "block-scale-negative"},
+                                                          {0x00, "block-scale-zero"}, {0x80, "block-scale-zero"}};
+  for (const auto& [code, check] : block_faults) {
+    const auto rep = run([&](auto& t) { named(t, m + ".weight_scale").bytes[5] = code; });
+    expect_finding(rep, check, m + ".weight_scale", Severity::kError, "first at [1, 1]");
+  }
+  expect_finding(run([&](auto& t) { named(t, m + ".weight_scale").bytes[2] = 0x03; }), "block-scale-denormal", m + ".weight_scale",
+                 Severity::kWarning);
+
+  // input_scale: unusable, reciprocal overflow, saturation.
+  auto with_input = [&](float v) {
+    return [=](std::vector<io::OwnedTensor>& t) {
+      std::vector<uint8_t> b(4);
+      std::memcpy(b.data(), &v, 4);
+      t.push_back({{m + ".input_scale", io::Dtype::kF32, {}}, b});
+    };
+  };
+  expect_finding(run(with_input(NAN)), "input-scale", m + ".input_scale");
+  expect_finding(run(with_input(-1.0f)), "input-scale", m + ".input_scale");
+  expect_finding(run(with_input(1e-39f)), "input-scale-overflow", m + ".input_scale");
+  expect_finding(run(with_input(1e-5f)), "input-scale-saturation", m + ".input_scale", Severity::kWarning, "0.02688");
+  {
+    const auto rep = run(with_input(0.01f));
+    EXPECT_EQ(rep.errors(), 0);
+  }
+
+  // Fused parts: w3's global scale planted at exactly 2x w1's.
+  {
+    const auto rep = run([&](auto& t) {
+      float g;
+      std::memcpy(&g, named(t, m + ".weight_scale_2").bytes.data(), 4);
+      set_f32(named(t, "model.layers.1.ffn.experts.2.w3.weight_scale_2"), 2 * g);
+    });
+    int hits = 0;
+    for (const auto& f : rep.findings)
+      if (f.check == "fused-global-scale" && f.tensor == m + ".weight_scale_2") {
+        ++hits;
+        EXPECT_NE(f.message.find("by 2 (error 100%)"), std::string::npos) << f.message;
+      }
+    EXPECT_EQ(hits, 1);
+  }
+
+  // Missing / extra tensors and shapes.
+  auto drop = [&](const std::string& prefix) {
+    return [=](std::vector<io::OwnedTensor>& t) {
+      std::erase_if(t, [&](const io::OwnedTensor& x) { return x.spec.name.rfind(prefix, 0) == 0; });
+    };
+  };
+  expect_finding(run(drop("model.layers.2.ffn.experts.3.w2.")), "missing-tensor", "layers.2.ffn.experts.3.w2.weight");
+  expect_finding(run(drop("model.layers.0.attn.norm.")), "missing-tensor", "layers.0.attn.kv_norm.weight");
+  expect_finding(run(drop(m + ".weight_scale_2")), "missing-tensor", m + ".weight");
+  expect_finding(run(drop(m + ".weight_scale")), "missing-tensor", m + ".weight");
+  expect_finding(run([&](auto& t) { t.push_back({{"model.layers.0.attn.extra_bias", io::Dtype::kBF16, {2}}, std::vector<uint8_t>(4)}); }),
+                 "extra-tensor", "model.layers.0.attn.extra_bias");
+  expect_finding(run([&](auto& t) { t.push_back({{"model.layers.9.attn_norm.weight", io::Dtype::kBF16, {64}}, std::vector<uint8_t>(128)}); }),
+                 "extra-tensor", "model.layers.9.attn_norm.weight");
+  expect_finding(run([&](auto& t) { named(t, "model.norm.weight") = {{"model.norm.weight", io::Dtype::kBF16, {32}}, std::vector<uint8_t>(64)}; }),
+                 "shape-mismatch", "model.norm.weight");
+  expect_finding(run([&](auto& t) { named(t, "head.weight") = {{"head.weight", io::Dtype::kBF16, {64, 32}}, std::vector<uint8_t>(64 * 32 * 2)}; }),
+                 "shape-mismatch", "head.weight");
+  expect_finding(run([&](auto& t) {
+                   io::OwnedTensor& s = named(t, m + ".weight_scale");
+                   s.spec.shape = {16, 8};
+                 }),
+                 "scale-shape", m + ".weight_scale");
+
+  // Config disagrees with the tensors: a layer stored BF16 that the quant config says is NVFP4.
+  expect_finding(run([](auto&) {}, [](json& h) { h["quantization"]["exclude_modules"] = {"head", "*.layers.[01].ffn.gate"}; }),
+                 "scheme-mismatch", "model.layers.2.ffn.gate.weight");
+}
+
+TEST(Doctor, Ue8m0AndFp32BlockScales) {
+  test::SeededRng r;
+  TempDir d;
+  const std::vector<float> w = test::random_bf16(r.rng, 128 * 64, 0.1f);
+  Matrix mx = quantize_mxfp4(w.data(), 128, 64);
+  Matrix f8 = quantize_fp8_block(w.data(), 128, 256 / 4, ScaleKind::kF32);
+  mx.scales[7] = 0xFF;
+  const float neg = -1.0f;
+  std::memcpy(f8.scales.data(), &neg, 4);
+  io::write_safetensors(d.path() / "m.safetensors", {{{"a.weight", io::Dtype::kU8, {128, 32}}, mx.data},
+                                                     {{"a.scale", io::Dtype::kU8, {128, 2}}, mx.scales},
+                                                     {{"b.weight", io::Dtype::kF8_E4M3, {128, 64}}, f8.data},
+                                                     {{"b.weight_scale_inv", io::Dtype::kF32, {1, 1}}, f8.scales}});
+  const weights::DoctorReport rep = weights::run_doctor(io::Checkpoint::open(d.path()), nullptr, io::QuantScheme{});
+  std::set<std::string> got;
+  for (const auto& f : rep.findings) got.insert(f.check + " " + f.tensor);
+  EXPECT_TRUE(got.count("block-scale-nan a.scale"));
+  EXPECT_TRUE(got.count("block-scale-negative b.weight_scale_inv"));
+  EXPECT_TRUE(got.count("scheme-mismatch a.weight"));  // no quant config, yet quantized tensors
+  EXPECT_TRUE(got.count("no-config "));
+}
+
+}  // namespace
+}  // namespace fp4moe
