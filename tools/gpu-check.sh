@@ -5,6 +5,10 @@
 #
 #   tools/gpu-check.sh [OUT_DIR]        (default: $OUT, else ./out/gpu-check)
 #
+# FP4MOE_SRC: the source tree to build (default: this checkout). To check exactly a commit
+# from a tree with work in progress: git archive HEAD | tar -x -C .snap, then FP4MOE_SRC=.snap
+# (a file .snap/COMMIT, when present, names the commit in the summary).
+#
 # Env: FP4MOE_BENCH_ARGS (extra benchmark flags, e.g. "--quick"), FP4MOE_SKIP_BENCH=1,
 #      FP4MOE_DEPS (a prefix holding gtest/nlohmann-json/CLI11 when the system lacks them;
 #      default ./.deps/usr if present).
@@ -14,13 +18,15 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-$PWD/out/gpu-check}}"
 mkdir -p "$out"
+src="${FP4MOE_SRC:-.}"
 build=build-gpu
 summary="$out/summary.txt"
 : >"$summary"
 status=0
 note() { echo "$*" | tee -a "$summary"; }
 
-note "gpu-check: $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+commit=$(cat "$src/COMMIT" 2>/dev/null || git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)
+note "gpu-check: $(date -u +%Y-%m-%dT%H:%M:%SZ) source $src commit $commit"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | tee -a "$summary"
 
 prefix=()
@@ -29,7 +35,7 @@ deps="${FP4MOE_DEPS:-$PWD/.deps/usr}"
 
 # ---- build -------------------------------------------------------------------------------
 {
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFP4MOE_PTXAS_VERBOSE=ON "${prefix[@]}" &&
+  cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFP4MOE_PTXAS_VERBOSE=ON "${prefix[@]}" &&
     cmake --build "$build" -j "$(nproc)" -- -k 0
 } >"$out/build.log" 2>&1
 if [ $? -ne 0 ]; then

@@ -8,9 +8,9 @@
 //     reused within the call), plus its quad's 8 (NVFP4) or 4 (MXFP4) scale bytes.
 //   - Weights for the next chunk of 4 tiles are in flight while the current chunk is
 //     multiplied (register double buffer), so each warp keeps ~2-4 KB outstanding.
-//   - Activations of the chunk (m x 256 bf16) are staged once per CTA in shared memory and
-//     shared by the 8 strips; rows are padded by 16 bytes so the 8 rows of a B fragment
-//     fall in different banks.
+//   - Activations of a chunk (m x 256 bf16) are staged once per CTA in shared memory by
+//     cp.async, double-buffered like the weights, and shared by the 8 strips; rows are
+//     padded by 16 bytes so ldmatrix reads the 8 rows of a B fragment without conflicts.
 //   - The product is mma.sync m16n8k16 with the weight as A (16 rows) and up to 64 tokens
 //     as 1..8 B tiles of 8, so decode at m = 1 uses the same instruction as m = 64.
 //   - Split-K partials go to an fp32 workspace; the last CTA of a column (atomic counter)
@@ -52,9 +52,51 @@ __device__ __forceinline__ void load_tile(const DecodeParams& p, int64_t tile, i
   }
 }
 
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
+
+template <int MT>
+constexpr int smem_bytes() { return 2 * MT * 8 * kXPitch * 2; }  // two chunk buffers of activations
+
+// Stage activations [MT*8 tokens][256 k] of the chunk starting at k-tile c0 (zeros past m, k).
+template <int MT>
+__device__ __forceinline__ void stage_x(const DecodeParams& p, int64_t c0, __nv_bfloat16* xs) {
+  constexpr int kVecPerRow = kChunkK / 8;
+  for (int v = threadIdx.x; v < MT * 8 * kVecPerRow; v += kThreads) {
+    const int r = v / kVecPerRow, cv = v % kVecPerRow;
+    const int64_t kk = c0 * kTileK + cv * 8;
+    const bool ok = r < p.a.m && kk < p.a.k;
+    cp_async16(xs + r * kXPitch + cv * 8, ok ? p.a.x + r * p.a.k + kk : p.a.x, ok);
+  }
+}
+
+// B fragments of token tiles t, t+1 (or t alone) for the k16 step at column kc: ldmatrix
+// over the padded rows (conflict-free).
+template <int MT>
+__device__ __forceinline__ void b_fragments(const __nv_bfloat16* xs, int kc, int lane, uint32_t (&b)[MT][2]) {
+#pragma unroll
+  for (int t = 0; t < MT; t += 2) {
+    const int sub = MT == 1 ? 0 : lane / 16;
+    const int row = (t + sub) * 8 + lane % 8;
+    const int col = kc + ((lane / 8) % 2) * 8;
+    const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(xs + row * kXPitch + col));
+    if constexpr (MT == 1) {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(b[0][0]), "=r"(b[0][1]) : "r"(addr));
+    } else {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(b[t][0]), "=r"(b[t][1]), "=r"(b[t + 1][0]), "=r"(b[t + 1][1])
+                   : "r"(addr));
+    }
+  }
+}
+
 template <int MT, bool NV>
-__global__ void __launch_bounds__(kThreads) w4a16_decode_kernel(const DecodeParams p) {
-  __shared__ __align__(16) __nv_bfloat16 xs[MT * 8][kXPitch];
+__global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 2) w4a16_decode_kernel(const DecodeParams p) {
+  extern __shared__ __align__(16) __nv_bfloat16 xbuf[];  // [2][MT*8][kXPitch]
   __shared__ int last_flag;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -79,22 +121,24 @@ __global__ void __launch_bounds__(kThreads) w4a16_decode_kernel(const DecodePara
       else c[i] = make_uint4(0, 0, 0, 0), s[i] = make_uint2(0, 0);
     }
   };
+  // Prologue: weights and activations of the first chunk in flight.
   if (kt0 < kt1) load_chunk(kt0, cur_c, cur_s);
+  stage_x<MT>(p, kt0, xbuf);
+  cp_async_commit();
 
-  for (int64_t c0 = kt0; c0 < kt1; c0 += kChunkTiles) {
-    __syncthreads();  // the previous chunk's activations are consumed
-    // Stage activations [MT*8 tokens][256 k] (zero past m and k): 16-byte vectors.
-    constexpr int kVecPerRow = kChunkK / 8;
-    for (int v = threadIdx.x; v < MT * 8 * kVecPerRow; v += kThreads) {
-      const int r = v / kVecPerRow, cv = v % kVecPerRow;
-      const int64_t kk = c0 * kTileK + cv * 8;
-      uint4 val = make_uint4(0, 0, 0, 0);
-      if (r < p.a.m && kk < p.a.k) val = __ldg(reinterpret_cast<const uint4*>(p.a.x + r * p.a.k + kk));
-      *reinterpret_cast<uint4*>(&xs[r][cv * 8]) = val;
+  int buf = 0;
+  for (int64_t c0 = kt0; c0 < kt1; c0 += kChunkTiles, buf ^= 1) {
+    // Next chunk: weights to registers, activations to the other buffer, both in flight
+    // while this chunk is multiplied.
+    const bool more = c0 + kChunkTiles < kt1;
+    if (more) {
+      load_chunk(c0 + kChunkTiles, nxt_c, nxt_s);
+      stage_x<MT>(p, c0 + kChunkTiles, xbuf + (buf ^ 1) * MT * 8 * kXPitch);
     }
+    cp_async_commit();
+    cp_async_wait1();
     __syncthreads();
-    if (c0 + kChunkTiles < kt1) load_chunk(c0 + kChunkTiles, nxt_c, nxt_s);
-
+    const __nv_bfloat16* xs = xbuf + buf * MT * 8 * kXPitch;
     if (active) {
 #pragma unroll
       for (int i = 0; i < kChunkTiles; ++i) {
@@ -103,17 +147,15 @@ __global__ void __launch_bounds__(kThreads) w4a16_decode_kernel(const DecodePara
         for (int j = 0; j < 4; ++j) {
           const int kc = i * kTileK + j * 16;  // column in xs
           if (c0 * kTileK + kc >= p.a.k) break;  // padded k16 steps (weights are zero too)
-          uint32_t a[4];
+          uint32_t a[4], b[MT][2];
+          b_fragments<MT>(xs, kc, lane, b);
           a_fragment<NV>(cur_c[i], cur_s[i], j, a);
 #pragma unroll
-          for (int t = 0; t < MT; ++t) {
-            const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&xs[t * 8 + g][kc + 2 * q]);
-            const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&xs[t * 8 + g][kc + 2 * q + 8]);
-            mma_bf16(acc[t], a, b0, b1);
-          }
+          for (int t = 0; t < MT; ++t) mma_bf16(acc[t], a, b[t][0], b[t][1]);
         }
       }
     }
+    __syncthreads();  // this buffer is refilled two chunks from now
 #pragma unroll
     for (int i = 0; i < kChunkTiles; ++i) cur_c[i] = nxt_c[i], cur_s[i] = nxt_s[i];
   }
@@ -121,20 +163,22 @@ __global__ void __launch_bounds__(kThreads) w4a16_decode_kernel(const DecodePara
   // ---- epilogue ----
   const detail::RangeScales rs{p.a.range_begin, p.a.range_scale, p.a.num_ranges, p.a.alpha};
   const int64_t n0 = strip * kTileRows + g, n1 = n0 + 8;
-  if (p.splits == 1) {
-    if (!active) return;
+  // Writes rows n0, n1 of y for this lane's tokens; value(t, e, half) gives the sum.
+  auto write_rows = [&](auto value) {
     const float f0 = n0 < p.a.n ? detail::row_factor(rs, n0) : 0.0f;
     const float f1 = n1 < p.a.n ? detail::row_factor(rs, n1) : 0.0f;
 #pragma unroll
-    for (int t = 0; t < MT; ++t) {
+    for (int t = 0; t < MT; ++t)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int64_t tok = t * 8 + 2 * q + e;
         if (tok >= p.a.m) continue;
-        if (n0 < p.a.n) detail::store_out(p.a.y, p.a.y_f32, tok * p.a.n + n0, acc[t][e] * f0);
-        if (n1 < p.a.n) detail::store_out(p.a.y, p.a.y_f32, tok * p.a.n + n1, acc[t][2 + e] * f1);
+        if (n0 < p.a.n) detail::store_out(p.a.y, p.a.y_f32, tok * p.a.n + n0, value(t, e, 0) * f0);
+        if (n1 < p.a.n) detail::store_out(p.a.y, p.a.y_f32, tok * p.a.n + n1, value(t, e, 1) * f1);
       }
-    }
+  };
+  if (p.splits == 1) {
+    if (active) write_rows([&](int t, int e, int h) { return acc[t][2 * h + e]; });
     return;
   }
   // Split-K: partials [split][tok][npad], then the last CTA of this column reduces.
@@ -163,32 +207,34 @@ __global__ void __launch_bounds__(kThreads) w4a16_decode_kernel(const DecodePara
   if (!last_flag) return;
   __threadfence();
   if (active) {
-    const float f0 = n0 < p.a.n ? detail::row_factor(rs, n0) : 0.0f;
-    const float f1 = n1 < p.a.n ? detail::row_factor(rs, n1) : 0.0f;
-#pragma unroll
-    for (int t = 0; t < MT; ++t)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int64_t tok = t * 8 + 2 * q + e;
-        if (tok >= p.a.m) continue;
-        float s0 = 0.0f, s1 = 0.0f;
-        for (int sp = 0; sp < p.splits; ++sp) {
-          const float* src = part + static_cast<int64_t>(sp) * p.a.m * npad + tok * npad;
-          s0 += __ldcg(src + n0);
-          s1 += __ldcg(src + n1);
-        }
-        if (n0 < p.a.n) detail::store_out(p.a.y, p.a.y_f32, tok * p.a.n + n0, s0 * f0);
-        if (n1 < p.a.n) detail::store_out(p.a.y, p.a.y_f32, tok * p.a.n + n1, s1 * f1);
-      }
+    write_rows([&](int t, int e, int h) {
+      const int64_t tok = t * 8 + 2 * q + e;
+      const int64_t n = h ? n1 : n0;
+      float sum = 0.0f;
+      for (int sp = 0; sp < p.splits; ++sp) sum += __ldcg(part + (static_cast<int64_t>(sp) * p.a.m + tok) * npad + n);
+      return sum;
+    });
   }
   if (threadIdx.x == 0) counters[blockIdx.x] = 0;  // ready for the next call / graph replay
 }
 
+template <int MT, bool NV>
+cudaError_t launch_one(const DecodeParams& p, dim3 grid, cudaStream_t s) {
+  constexpr int bytes = smem_bytes<MT>();
+  if constexpr (bytes > 48 * 1024) {
+    static bool attr_set = false;  // raised once per instantiation (before any graph capture)
+    if (!attr_set) {
+      const cudaError_t e = cudaFuncSetAttribute(w4a16_decode_kernel<MT, NV>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+      if (e != cudaSuccess) return e;
+      attr_set = true;
+    }
+  }
+  w4a16_decode_kernel<MT, NV><<<grid, kThreads, bytes, s>>>(p);
+  return cudaGetLastError();
+}
 template <int MT>
 cudaError_t launch_mt(const DecodeParams& p, dim3 grid, cudaStream_t s) {
-  if (p.a.nvfp4) w4a16_decode_kernel<MT, true><<<grid, kThreads, 0, s>>>(p);
-  else w4a16_decode_kernel<MT, false><<<grid, kThreads, 0, s>>>(p);
-  return cudaGetLastError();
+  return p.a.nvfp4 ? launch_one<MT, true>(p, grid, s) : launch_one<MT, false>(p, grid, s);
 }
 
 }  // namespace

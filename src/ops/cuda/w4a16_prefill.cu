@@ -53,7 +53,7 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) 
 }
 
 template <bool NV>
-__global__ void __launch_bounds__(kThreads, 1) w4a16_prefill_kernel(const W4Args a) {
+__global__ void __launch_bounds__(kThreads, 2) w4a16_prefill_kernel(const W4Args a) {
   extern __shared__ __align__(16) uint8_t smem[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wn = warp % 4, wm = warp / 4;
@@ -138,21 +138,21 @@ __global__ void __launch_bounds__(kThreads, 1) w4a16_prefill_kernel(const W4Args
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       if (kt * kTileK + j * 16 >= a.k) break;  // padded k16 steps
-      uint32_t b[8][2];
+      // Both strips' A fragments stay in registers; B comes two token tiles at a time.
+      uint32_t af[2][4];
+#pragma unroll
+      for (int s = 0; s < 2; ++s) a_fragment<NV>(codes[s], sc[s], j, af[s]);
 #pragma unroll
       for (int t = 0; t < 8; t += 2) {
         const int row = wm * 64 + (t + lane / 16) * 8 + lane % 8;
         const int col = j * 16 + ((lane / 8) % 2) * 8;
         uint32_t r[4];
         ldmatrix_x4(r, xs + row * kXPitch + col);
-        b[t][0] = r[0], b[t][1] = r[1], b[t + 1][0] = r[2], b[t + 1][1] = r[3];
-      }
 #pragma unroll
-      for (int s = 0; s < 2; ++s) {
-        uint32_t af[4];
-        a_fragment<NV>(codes[s], sc[s], j, af);
-#pragma unroll
-        for (int t = 0; t < 8; ++t) mma_bf16(acc[s][t], af, b[t][0], b[t][1]);
+        for (int s = 0; s < 2; ++s) {
+          mma_bf16(acc[s][t], af[s], r[0], r[1]);
+          mma_bf16(acc[s][t + 1], af[s], r[2], r[3]);
+        }
       }
     }
   }
