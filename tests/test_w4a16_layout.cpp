@@ -147,7 +147,9 @@ TEST(W4Config, HeuristicStaysInTheInstantiatedList) {
         EXPECT_GE(c.mtiles * 8, m);
         EXPECT_GE(c.splits, 1);
         EXPECT_LE(c.splits, 32);
-        EXPECT_GE((k + 63) / 64 / c.splits, std::min<int64_t>(8, (k + 63) / 64)) << "each split keeps work";
+        EXPECT_GE((k + 63) / 64 / c.splits, std::min<int64_t>(4, (k + 63) / 64)) << "each split keeps a chunk";
+        EXPECT_LE(((n + 127) / 128) * c.splits, std::max<int64_t>((n + 127) / 128, 132 * cuda::decode_ctas_per_sm(c.mtiles)))
+            << "one wave of CTAs";
       } else {
         EXPECT_EQ(c.kernel, cuda::W4Kernel::kPrefill);
       }

@@ -55,7 +55,7 @@ void DeviceW4Matrix::set_global_scales(const std::vector<float>& g, cudaStream_t
 }
 
 Workspace Workspace::for_matrix(int64_t n, int64_t k, std::optional<W4Config> pinned) {
-  const int splits = pinned ? pinned->splits : decode_splits(n, k, device_sm_count());
+  const int splits = pinned ? pinned->splits : decode_splits(n, k, device_sm_count(), 1);
   Workspace w;
   const int64_t bytes = w4_decode_workspace_bytes(n, splits);
   if (bytes > 0) {

@@ -4,7 +4,7 @@
 //   decode  (M <= 64): memory-bound. One CTA = 8 warps = 8 strips of 16 rows over one
 //           k-range; the activations of the range sit in shared memory once per CTA and
 //           serve all 8 strips. The k-range is split across CTAs (split-K) until the grid
-//           covers the SMs a few times; partial sums go to an fp32 workspace and the last
+//           fills one wave of resident CTAs; partial sums go to an fp32 workspace and the last
 //           CTA of a tile adds them in split order (deterministic, no float atomics).
 //   prefill (M > 64): compute-bound. CTA tile 128 rows x 128 tokens x 64 k, 8 warps,
 //           activations through a 3-stage cp.async pipeline, weights straight to registers.
@@ -31,14 +31,17 @@ inline constexpr int kPrefillTileTokens = 128;
 // Decode token tiles for m tokens: the closed list of instantiations.
 inline int decode_mtiles(int64_t m) { return m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8; }
 
-// Splits along k: enough CTAs for ~4 per SM, each split keeping >= 8 k-tiles (512 k) of
-// work per warp so the loop is not all prologue, and at most 32 (workspace size).
-inline int decode_splits(int64_t n, int64_t k, int num_sms) {
+// CTAs of the decode kernel resident per SM (its __launch_bounds__): 3 at one token tile.
+inline int decode_ctas_per_sm(int mtiles) { return mtiles == 1 ? 3 : 2; }
+
+// Splits along k: fill one wave of resident CTAs (no tail wave), each split keeping at least
+// one chunk (4 k-tiles) per warp, at most 32 splits.
+inline int decode_splits(int64_t n, int64_t k, int num_sms, int mtiles) {
   const int64_t ctas = (n + kDecodeRowsPerCta - 1) / kDecodeRowsPerCta;
   const int64_t ktiles = (k + 63) / 64;
-  if (ctas >= 2 * static_cast<int64_t>(num_sms)) return 1;  // already two waves of CTAs
-  const int64_t want = (4 * static_cast<int64_t>(num_sms) + ctas - 1) / ctas;
-  const int64_t most = std::max<int64_t>(1, ktiles / 8);
+  const int64_t slots = static_cast<int64_t>(num_sms) * decode_ctas_per_sm(mtiles);
+  const int64_t want = slots / ctas;
+  const int64_t most = std::max<int64_t>(1, ktiles / 4);
   return static_cast<int>(std::clamp<int64_t>(std::min(want, most), 1, 32));
 }
 
@@ -47,7 +50,7 @@ inline W4Config choose_w4_config(int64_t m, int64_t n, int64_t k, int num_sms) {
   if (m <= kDecodeMaxM) {
     c.kernel = W4Kernel::kDecode;
     c.mtiles = decode_mtiles(m);
-    c.splits = decode_splits(n, k, num_sms);
+    c.splits = decode_splits(n, k, num_sms, c.mtiles);
   } else {
     c.kernel = W4Kernel::kPrefill;
   }
@@ -63,7 +66,7 @@ inline int64_t w4_decode_workspace_bytes(int64_t n, int splits) {
   return static_cast<int64_t>(splits) * kDecodeMaxM * ctas * kDecodeRowsPerCta * 4 + (ctas * 4 + 15) / 16 * 16;
 }
 inline int64_t w4_workspace_bytes(int64_t n, int64_t k, int num_sms) {
-  return w4_decode_workspace_bytes(n, decode_splits(n, k, num_sms));
+  return w4_decode_workspace_bytes(n, decode_splits(n, k, num_sms, 1));  // mtiles 1 splits most
 }
 
 }  // namespace fp4moe::cuda
