@@ -42,7 +42,10 @@ inline int decode_splits(int64_t n, int64_t k, int num_sms, int mtiles) {
   const int64_t slots = static_cast<int64_t>(num_sms) * decode_ctas_per_sm(mtiles);
   const int64_t want = slots / ctas;
   const int64_t most = std::max<int64_t>(1, ktiles / 4);
-  return static_cast<int>(std::clamp<int64_t>(std::min(want, most), 1, 32));
+  // The fp32 partials (splits x m x n, written then re-read) stay well below the weight
+  // bytes (n x k / 2): splits <= k / (16 m).
+  const int64_t by_traffic = std::max<int64_t>(1, k / (16 * 8 * mtiles));
+  return static_cast<int>(std::clamp<int64_t>(std::min({want, most, by_traffic}), 1, 32));
 }
 
 inline W4Config choose_w4_config(int64_t m, int64_t n, int64_t k, int num_sms) {

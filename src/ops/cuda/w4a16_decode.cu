@@ -211,6 +211,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 2) w4a16_decode_kernel
       const int64_t tok = t * 8 + 2 * q + e;
       const int64_t n = h ? n1 : n0;
       float sum = 0.0f;
+#pragma unroll 4
       for (int sp = 0; sp < p.splits; ++sp) sum += __ldcg(part + (static_cast<int64_t>(sp) * p.a.m + tok) * npad + n);
       return sum;
     });
