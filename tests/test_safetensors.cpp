@@ -10,25 +10,14 @@
 
 #include "io/safetensors.h"
 #include "util/test_util.h"
+#include "util/tiny_checkpoint.h"
 
 namespace fp4moe::io {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() / ("fp4moe_st_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using test::TempDir;
 
 // An 8-byte little-endian length (given, or the header's), the header text, then the data.
 std::string craft_bytes(const std::string& header, const std::string& data, int64_t length = -1) {

@@ -1,0 +1,138 @@
+// The fp4moe program's checkpoint commands end to end: a tiny BF16 DeepSeek-V4 checkpoint is
+// quantized, inspected and doctored; planted faults and unreadable inputs give the documented
+// exit codes (0 clean, 1 findings, 2 unreadable) with messages naming the file, never a signal.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "util/test_util.h"
+#include "util/tiny_checkpoint.h"
+
+namespace fp4moe {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliRun {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+CliRun fp4moe_run(const test::TempDir& d, const std::string& args) {
+#ifndef FP4MOE_BIN
+  return {};
+#else
+  const fs::path o = d.path() / "stdout.txt", e = d.path() / "stderr.txt";
+  const std::string cmd = std::string("'") + FP4MOE_BIN + "' " + args + " >'" + o.string() + "' 2>'" + e.string() + "'";
+  const int st = std::system(cmd.c_str());
+  CliRun r;
+  EXPECT_TRUE(WIFEXITED(st)) << cmd << " ended by a signal";
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.out = slurp(o);
+  r.err = slurp(e);
+  return r;
+#endif
+}
+
+class CheckpointCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+#ifndef FP4MOE_BIN
+    GTEST_SKIP() << "FP4MOE_BIN not set: the fp4moe binary is not known to this test";
+#endif
+  }
+};
+
+bool has(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
+
+TEST_F(CheckpointCli, QuantizeInspectDoctor) {
+  test::SeededRng r;
+  test::TempDir d;
+  const fs::path in = d.path() / "bf16", out = d.path() / "nvfp4";
+  test::write_tiny_v4(in, r.rng);
+
+  CliRun q = fp4moe_run(d, "quantize " + in.string() + " " + out.string() + " --scheme nvfp4");
+  ASSERT_EQ(q.code, 0) << q.err;
+  EXPECT_TRUE(has(q.out, "quantized 68 linear layers to NVFP4")) << q.out;
+
+  CliRun i = fp4moe_run(d, "inspect " + out.string());
+  ASSERT_EQ(i.code, 0) << i.err;
+  EXPECT_TRUE(has(i.out, "DeepSeek-V4 (3 layers, hidden 64, 4 routed experts)")) << i.out;
+  EXPECT_TRUE(has(i.out, "modelopt-nvfp4")) << i.out;
+  EXPECT_TRUE(has(i.out, "routed experts")) << i.out;
+  EXPECT_TRUE(has(i.out, "nvfp4")) << i.out;
+  CliRun i1 = fp4moe_run(d, "inspect " + (out / "model.safetensors").string());
+  EXPECT_EQ(i1.code, 0) << i1.err;
+
+  CliRun doc = fp4moe_run(d, "doctor " + out.string());
+  EXPECT_EQ(doc.code, 0) << doc.out << doc.err;
+  EXPECT_TRUE(has(doc.out, "0 errors")) << doc.out;
+  CliRun strict = fp4moe_run(d, "doctor --strict " + out.string());
+  EXPECT_EQ(strict.code, 1) << "fused gate/up parts carry different global scales: a warning, an error under --strict";
+
+  CliRun js = fp4moe_run(d, "doctor --json " + out.string());
+  EXPECT_EQ(js.code, 0);
+  const nlohmann::json j = nlohmann::json::parse(js.out);
+  EXPECT_EQ(j["errors"], 0);
+  EXPECT_EQ(j["linears"], 68 + 3 + 2);  // + the 3 routers and embed/head kept in BF16
+  EXPECT_EQ(j["scheme"], "modelopt-nvfp4");
+
+  // Plant an e4m3 NaN block scale.
+  std::vector<io::OwnedTensor> t = test::read_all(out);
+  for (io::OwnedTensor& x : t)
+    if (x.spec.name == "model.layers.2.ffn.experts.1.w2.weight_scale") x.bytes[3] = 0xFF;
+  io::write_safetensors(out / "model.safetensors", t);
+  CliRun bad = fp4moe_run(d, "doctor --json " + out.string());
+  EXPECT_EQ(bad.code, 1) << bad.out;
+  const nlohmann::json b = nlohmann::json::parse(bad.out);
+  ASSERT_EQ(b["errors"], 1) << bad.out;
+  bool found = false;
+  for (const auto& f : b["findings"])
+    found |= f["check"] == "block-scale-nan" && f["tensor"] == "model.layers.2.ffn.experts.1.w2.weight_scale";
+  EXPECT_TRUE(found) << bad.out;
+}
+
+TEST_F(CheckpointCli, UnreadableInputExitsTwoNamingTheFile) {
+  test::SeededRng r;
+  test::TempDir d;
+  const fs::path ck = d.path() / "ck";
+  test::write_tiny_v4(ck, r.rng);
+  // Truncate the data: the last tensor runs past the end.
+  const fs::path f = ck / "model.safetensors";
+  fs::resize_file(f, fs::file_size(f) - 3);
+  for (const std::string cmd : {"inspect ", "doctor ", "doctor --json "}) {
+    const CliRun x = fp4moe_run(d, cmd + ck.string());
+    EXPECT_EQ(x.code, 2) << cmd;
+    EXPECT_TRUE(has(x.err, f.string())) << x.err;
+  }
+  const CliRun qz = fp4moe_run(d, "quantize " + ck.string() + " " + (d.path() / "o").string());
+  EXPECT_EQ(qz.code, 2);
+  EXPECT_TRUE(has(qz.err, f.string())) << qz.err;
+
+  // Not a safetensors file at all, a missing path, an unsupported architecture.
+  test::write_text(d.path() / "junk.safetensors", std::string(64, '\xff'));
+  EXPECT_EQ(fp4moe_run(d, "inspect " + (d.path() / "junk.safetensors").string()).code, 2);
+  EXPECT_EQ(fp4moe_run(d, "doctor " + (d.path() / "nope").string()).code, 2);
+  const fs::path ck2 = d.path() / "ck2";
+  test::write_tiny_v4(ck2, r.rng);
+  test::write_text(ck2 / "config.json", R"({"model_type": "llama"})");
+  const CliRun u = fp4moe_run(d, "inspect " + ck2.string());
+  EXPECT_EQ(u.code, 2);
+  EXPECT_TRUE(has(u.err, "unsupported architecture")) << u.err;
+  EXPECT_TRUE(has(u.err, (ck2 / "config.json").string())) << u.err;
+  // Quantizing into a folder that already holds files.
+  EXPECT_EQ(fp4moe_run(d, "quantize " + (d.path() / "ck2").string() + " " + ck.string()).code, 2);
+}
+
+}  // namespace
+}  // namespace fp4moe
