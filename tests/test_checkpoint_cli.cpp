@@ -2,6 +2,7 @@
 // quantized, inspected and doctored; planted faults and unreadable inputs give the documented
 // exit codes (0 clean, 1 findings, 2 unreadable) with messages naming the file, never a signal.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -130,6 +131,12 @@ TEST_F(CheckpointCli, UnreadableInputExitsTwoNamingTheFile) {
   EXPECT_EQ(u.code, 2);
   EXPECT_TRUE(has(u.err, "unsupported architecture")) << u.err;
   EXPECT_TRUE(has(u.err, (ck2 / "config.json").string())) << u.err;
+  // A FIFO named like a checkpoint must not hang the reader.
+  const fs::path fifo = d.path() / "fifo.safetensors";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const CliRun ff = fp4moe_run(d, "inspect " + fifo.string());
+  EXPECT_EQ(ff.code, 2);
+  EXPECT_TRUE(has(ff.err, "not a regular file")) << ff.err;
   // Quantizing into a folder that already holds files.
   EXPECT_EQ(fp4moe_run(d, "quantize " + (d.path() / "ck2").string() + " " + ck.string()).code, 2);
 }

@@ -2,6 +2,7 @@
 // naming each offending tensor (the checks are listed in weights/doctor.h).
 // Exit 0: clean (warnings allowed unless --strict); 1: findings; 2: unreadable.
 #include <cstdio>
+#include <map>
 #include <memory>
 
 #include <nlohmann/json.hpp>
@@ -20,6 +21,7 @@ struct DoctorArgs {
   std::string dir;
   bool json = false;
   bool strict = false;
+  bool verbose = false;
   float typical_act_amax = 1.0f;
 };
 
@@ -65,10 +67,17 @@ int run_doctor_cmd(const DoctorArgs& a) {
   std::printf("scheme        %s\n", scheme.describe().c_str());
   std::printf("checked       %lld linear layers, %lld block scales, %lld global/input scales\n\n", static_cast<long long>(r.linears),
               static_cast<long long>(r.block_scales_checked), static_cast<long long>(r.global_scales_checked));
+  // At most kShown findings per check unless --verbose: a real checkpoint can repeat one
+  // warning for every expert.
+  constexpr int kShown = 5;
+  std::map<std::string, int> per_check;
   for (const weights::Finding& f : r.findings) {
+    if (++per_check[f.check] > kShown && !a.verbose) continue;
     std::printf("%-8s %-22s %s", weights::to_string(f.severity), f.check.c_str(), f.tensor.empty() ? "" : f.tensor.c_str());
     std::printf("%s%s%s: %s\n", f.file.empty() ? "" : " (", f.file.c_str(), f.file.empty() ? "" : ")", f.message.c_str());
   }
+  for (const auto& [check, n] : per_check)
+    if (n > kShown && !a.verbose) std::printf("... and %d more %s findings (--verbose or --json lists all)\n", n - kShown, check.c_str());
   std::printf("%s%lld error%s, %lld warning%s: %s\n", r.findings.empty() ? "" : "\n", static_cast<long long>(r.errors()),
               r.errors() == 1 ? "" : "s", static_cast<long long>(r.warnings()), r.warnings() == 1 ? "" : "s",
               failed ? "NOT OK" : "ok");
@@ -83,6 +92,7 @@ void register_doctor(CLI::App& app, int& exit_code) {
   cmd->add_option("dir", a->dir, "Checkpoint folder (or a single .safetensors file)")->required();
   cmd->add_flag("--json", a->json, "Print a machine-readable report");
   cmd->add_flag("--strict", a->strict, "Count warnings as findings");
+  cmd->add_flag("--verbose", a->verbose, "List every finding (the text report shows 5 per check)");
   cmd->add_option("--typical-act-amax", a->typical_act_amax,
                   "Activation magnitude that an input_scale must not saturate (default 1)")->check(CLI::PositiveNumber);
   cmd->callback([a, &exit_code] { exit_code = run_doctor_cmd(*a); });

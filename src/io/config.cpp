@@ -315,6 +315,9 @@ ModelConfig parse_model_config(const json& j, const std::string& file) {
 
 json read_json_file(const std::filesystem::path& path) {
   const std::string p = path.string();
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw CheckpointError(ErrorKind::kIo, p, std::filesystem::exists(path, ec) ? "not a regular file" : "no such file");
   std::FILE* f = std::fopen(p.c_str(), "rb");
   if (!f) throw CheckpointError(ErrorKind::kIo, p, std::string("cannot open: ") + std::strerror(errno));
   std::string text;

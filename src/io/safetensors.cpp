@@ -243,7 +243,7 @@ Header parse_safetensors(std::span<const uint8_t> bytes, const std::string& file
 // ---- mapped file ---------------------------------------------------------------------------
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
   const std::string p = path.string();
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block us
   if (fd < 0) fail(ErrorKind::kIo, p, std::string("cannot open: ") + std::strerror(errno));
   struct stat st{};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

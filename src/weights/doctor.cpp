@@ -157,10 +157,9 @@ class Doctor {
         if (ga == gb) continue;
         const double hi = std::max(ga, gb), lo = std::min(ga, gb);
         add(Severity::kWarning, "fused-global-scale", *la->global_scale,
-            std::string(a_name) + " global scale " + fmt(ga) + " differs from " + b_name + " (" + lb->global_scale->info->name +
-                ") " + fmt(gb) + ": sharing max() scales the " + (ga < gb ? a_name : b_name) + " part by " + fmt(hi / lo) +
-                " (error " + fmt((hi / lo - 1.0) * 100.0) + "%), sharing the first part's scale scales " + b_name + " by " +
-                fmt(static_cast<double>(ga) / gb) + "; fp4moe keeps one global scale per part");
+            std::string(a_name) + " " + fmt(ga) + " vs " + b_name + " " + fmt(gb) + " (" + lb->global_scale->info->name +
+                "): one scale shared by both parts would be off by " + fmt((hi / lo - 1.0) * 100.0) +
+                "% on one of them; fp4moe keeps one global scale per part");
       }
     };
     pair(".w1", ".w3", "gate (w1)", "up (w3)");
