@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 
 #include "model/config.h"
 #include "model/weight_source.h"
@@ -19,5 +20,14 @@ namespace fp4moe::model {
 // Layers: sliding / CSA / HCA / CSA; the first is hash-routed, the rest scored.
 V4Config tiny_v4_config();
 InMemoryWeights make_tiny_weights(const V4Config& c, uint64_t seed);
+
+// Writes config.json + model.safetensors (BF16 linears and norms; F32 mHC parameters, sinks,
+// position biases, router bias; I64 tid2eid) to dir, creating it. Needs fp4moe_io.
+struct TinyCheckpointInfo {
+  V4Config config;
+  int64_t tensors = 0;
+  int64_t bytes = 0;
+};
+TinyCheckpointInfo write_tiny_checkpoint(const std::filesystem::path& dir, uint64_t seed);
 
 }  // namespace fp4moe::model

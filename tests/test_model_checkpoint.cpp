@@ -1,0 +1,123 @@
+// The DeepSeek-V4 model fed from checkpoint files: the tiny model written by make-tiny and
+// read back gives the in-memory model's logits bit for bit; quantized to NVFP4 and MXFP4 it
+// gives exactly the logits of the same weights quantized in memory; config and tensor problems in a
+// checkpoint are errors that name the file, field or tensor.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include "io/safetensors.h"
+#include "model/checkpoint_source.h"
+#include "model/model.h"
+#include "model/tiny.h"
+#include "ops/cpu/linear_ref.h"
+#include "formats/quantize.h"
+#include "util/test_util.h"
+#include "weights/quantize_checkpoint.h"
+
+namespace fp4moe::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("fp4moe_model_" + std::to_string(std::random_device{}()));
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+std::vector<float> logits_of(const V4Config& c, V4Weights w, const std::vector<int32_t>& ids) {
+  const V4Model m(c, std::move(w), ModelOptions{cpu::ActDType::kBF16, nullptr});
+  SequenceState st = m.new_state();
+  return m.forward(st, ids);
+}
+
+const std::vector<int32_t> kIds = {5, 77, 300, 12, 12, 499, 1, 0, 64, 128, 256, 3, 9, 27, 81, 243, 7, 49, 343, 2, 4, 8};
+
+TEST(ModelCheckpoint, MakeTinyRoundTripsExactly) {
+  TempDir d;
+  const TinyCheckpointInfo info = write_tiny_checkpoint(d.path / "tiny", 11);
+  const LoadedCheckpoint lc = load_v4_checkpoint(d.path / "tiny");
+  EXPECT_EQ(lc.config.layer_types, info.config.layer_types);
+  EXPECT_EQ(lc.config.mlp_layer_types, info.config.mlp_layer_types);
+  EXPECT_EQ(lc.config.rope_dim, info.config.rope_dim);
+  const V4Config c = tiny_v4_config();
+  const std::vector<float> mem = logits_of(c, load_v4_weights(c, make_tiny_weights(c, 11)), kIds);
+  const std::vector<float> file = logits_of(lc.config, lc.weights, kIds);
+  ASSERT_EQ(mem.size(), file.size());
+  for (size_t i = 0; i < mem.size(); ++i) ASSERT_EQ(mem[i], file[i]) << "logit " << i;
+}
+
+// Independent path to the same weights: quantize the in-memory BF16 matrices with the format
+// quantizers (every linear except the embedding, the head and the router, as `quantize` does).
+InMemoryWeights quantized_in_memory(const InMemoryWeights& w, weights::TargetScheme scheme) {
+  InMemoryWeights q = w;
+  for (auto& [name, m] : q.matrices) {
+    if (name.find("embed") != std::string::npos || name == "head.weight" || name.ends_with("ffn.gate.weight")) continue;
+    std::vector<float> f(static_cast<size_t>(m.rows * m.cols));
+    cpu::dequantize(m.view(), f.data());
+    m = scheme == weights::TargetScheme::kNVFP4 ? quantize_nvfp4_weight(f.data(), m.rows, m.cols)
+                                                : quantize_mxfp4(f.data(), m.rows, m.cols);
+  }
+  return q;
+}
+
+TEST(ModelCheckpoint, QuantizedCheckpointsEqualQuantizingInMemory) {
+  TempDir d;
+  write_tiny_checkpoint(d.path / "tiny", 12);
+  const V4Config c = tiny_v4_config();
+  const InMemoryWeights mem = make_tiny_weights(c, 12);
+  for (auto scheme : {weights::TargetScheme::kNVFP4, weights::TargetScheme::kMXFP4}) {
+    const fs::path out = d.path / (scheme == weights::TargetScheme::kNVFP4 ? "nvfp4" : "mxfp4");
+    weights::QuantizeCheckpointOptions opt;
+    opt.scheme = scheme;
+    weights::quantize_checkpoint(io::Checkpoint::open(d.path / "tiny"), out, opt);
+    const LoadedCheckpoint q = load_v4_checkpoint(out);
+    EXPECT_EQ(q.weights.layers[1].moe.gate_up[0].format,
+              scheme == weights::TargetScheme::kNVFP4 ? MatrixFormat::kNVFP4 : MatrixFormat::kMXFP4);
+    // NVFP4 experts keep one global scale per part of the fused gate|up matrix.
+    if (scheme == weights::TargetScheme::kNVFP4) EXPECT_EQ(q.weights.layers[1].moe.gate_up[0].ranges.size(), 2u);
+    const std::vector<float> l = logits_of(q.config, q.weights, kIds);
+    ASSERT_EQ(test::count_non_finite(l.data(), int64_t(l.size())), 0);
+    const std::vector<float> ref = logits_of(c, load_v4_weights(c, quantized_in_memory(mem, scheme)), kIds);
+    ASSERT_EQ(l.size(), ref.size());
+    for (size_t i = 0; i < l.size(); ++i) ASSERT_EQ(l[i], ref[i]) << out << " logit " << i;
+  }
+}
+
+TEST(ModelCheckpoint, ProblemsNameTheFileFieldOrTensor) {
+  TempDir d;
+  write_tiny_checkpoint(d.path / "tiny", 13);
+  // A config whose layer types do not match the tensors.
+  {
+    std::ifstream f(d.path / "tiny" / "config.json");
+    std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const std::string from = "\"heavily_compressed_attention\"", to = "\"sliding_attention\"";
+    s.replace(s.find(from, s.find("\"layer_types\"")), from.size(), to);
+    std::ofstream(d.path / "tiny" / "config.json") << s;
+  }
+  try {
+    load_v4_checkpoint(d.path / "tiny");
+    FAIL() << "no error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 2"), std::string::npos) << e.what();
+  }
+  // No config.json at all.
+  fs::remove(d.path / "tiny" / "config.json");
+  try {
+    load_v4_checkpoint(d.path / "tiny");
+    FAIL() << "no error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace fp4moe::model
