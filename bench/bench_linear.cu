@@ -117,7 +117,7 @@ int iters_for(const std::function<void(int)>& fn) {
 struct Row {
   std::string model, op, config;
   int64_t n, k, m;
-  double fp4_us, cublas_us, roof_us;
+  double fp4_us, cublas_us, roof_us, mma_us, wgmma_us;
   int64_t weight_bytes, stream_bytes;
 };
 
@@ -245,15 +245,26 @@ int main(int argc, char** argv) {
                                CUBLAS_GEMM_DEFAULT));
       };
       const double fp4_us = time_us(fp4_fn, iters_for(fp4_fn));
+      // Both prefill kernels, pinned, for m > 64 (the heuristic's choice is fp4_us).
+      double mma_us = 0, wgmma_us = 0;
+      if (m > kDecodeMaxM) {
+        for (W4Kernel kind : {W4Kernel::kPrefill, W4Kernel::kPrefillWgmma}) {
+          auto fn = [&](int i) {
+            linear_w4a16(x.get<__nv_bfloat16>(), m, w[i % copies], y.get(), OutType::kBF16, ws, nullptr,
+                         W4Config{kind, 1, 1});
+          };
+          (kind == W4Kernel::kPrefill ? mma_us : wgmma_us) = time_us(fn, iters_for(fn));
+        }
+      }
       const double cub_us = time_us(cublas_fn, iters_for(cublas_fn));
       const W4Config c = choose_w4_config(m, n, k, prop.multiProcessorCount);
       const std::string cfg = c.kernel == W4Kernel::kDecode
                                   ? "decode mt=" + std::to_string(c.mtiles) + " splits=" + std::to_string(c.splits)
-                                  : "prefill 128x128";
-      rows.push_back(Row{s.model, s.op, cfg, n, k, m, fp4_us, cub_us, roof_us, weight_bytes, stream_bytes});
+                                  : c.kernel == W4Kernel::kPrefillWgmma ? "prefill wgmma 128x128" : "prefill mma.sync 128x128";
+      rows.push_back(Row{s.model, s.op, cfg, n, k, m, fp4_us, cub_us, roof_us, mma_us, wgmma_us, weight_bytes, stream_bytes});
       const Row& r = rows.back();
-      std::fprintf(stderr, "%s %s m=%lld: fp4 %.1f us, cublas %.1f us, roof %.1f us\n", r.model.c_str(), r.op.c_str(),
-                   static_cast<long long>(m), fp4_us, cub_us, roof_us);
+      std::fprintf(stderr, "%s %s m=%lld: fp4 %.1f us (mma.sync %.1f, wgmma %.1f), cublas %.1f us, roof %.1f us\n",
+                   r.model.c_str(), r.op.c_str(), static_cast<long long>(m), fp4_us, mma_us, wgmma_us, cub_us, roof_us);
     }
   }
 
@@ -282,11 +293,11 @@ int main(int argc, char** argv) {
                    "  {\"model\": \"%s\", \"op\": \"%s\", \"n\": %lld, \"k\": %lld, \"m\": %lld, \"fp4moe_us\": %.3f, "
                    "\"cublas_bf16_us\": %.3f, \"roof_us\": %.3f, \"weight_bytes\": %lld, \"stream_bytes\": %lld, "
                    "\"roof_fraction\": %.4f, \"tflops\": %.2f, \"cublas_tflops\": %.2f, \"speedup_vs_cublas\": %.3f, "
-                   "\"kernel\": \"%s\"}%s\n",
+                   "\"kernel\": \"%s\", \"prefill_mma_sync_us\": %.3f, \"prefill_wgmma_us\": %.3f}%s\n",
                    r.model.c_str(), r.op.c_str(), static_cast<long long>(r.n), static_cast<long long>(r.k),
                    static_cast<long long>(r.m), r.fp4_us, r.cublas_us, r.roof_us, static_cast<long long>(r.weight_bytes),
                    static_cast<long long>(r.stream_bytes), r.roof_us / r.fp4_us, fl / (r.fp4_us * 1e-6) / 1e12,
-                   fl / (r.cublas_us * 1e-6) / 1e12, r.cublas_us / r.fp4_us, r.config.c_str(),
+                   fl / (r.cublas_us * 1e-6) / 1e12, r.cublas_us / r.fp4_us, r.config.c_str(), r.mma_us, r.wgmma_us,
                    i + 1 < rows.size() ? "," : "");
     }
     std::fprintf(f, " ]}\n");

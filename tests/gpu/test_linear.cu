@@ -106,6 +106,20 @@ TEST(GpuLinear, OddShapesBothKernelsBothOutputs) {
     }
 }
 
+W4Config prefill_wgmma() { return W4Config{W4Kernel::kPrefillWgmma, 1, 1}; }
+
+TEST(GpuLinear, WgmmaPrefillPinned) {
+  FP4MOE_REQUIRE_GPU();
+  test::SeededRng r;
+  for (int64_t m : {1, 65, 130, 1000})
+    for (bool f32 : {false, true}) {
+      run_case(r.rng, Case{MatrixFormat::kNVFP4, m, 592, {200}, f32, prefill_wgmma()});  // odd rows and k
+      run_case(r.rng, Case{MatrixFormat::kMXFP4, m, 608, {37}, f32, prefill_wgmma()});
+    }
+  run_case(r.rng, Case{MatrixFormat::kNVFP4, 4096, 1024, {256, 128}, false, prefill_wgmma()});
+  run_case(r.rng, Case{MatrixFormat::kNVFP4, 300, 4096, {2048, 2048}, false, prefill_wgmma()});
+}
+
 TEST(GpuLinear, PinnedDecodeConfigs) {
   FP4MOE_REQUIRE_GPU();
   test::SeededRng r;

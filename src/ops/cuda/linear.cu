@@ -120,8 +120,10 @@ void linear_w4a16(const __nv_bfloat16* x, int64_t m, const DeviceW4Matrix& w, vo
     a.workspace = ws.buf.get();
     check_cuda(launch_w4a16_decode(a, c, s), what + " (decode, " + std::to_string(c.mtiles) + " token tiles, " +
                                                  std::to_string(c.splits) + " splits)");
+  } else if (c.kernel == W4Kernel::kPrefillWgmma) {
+    check_cuda(launch_w4a16_prefill_wgmma(a, s), what + " (prefill, wgmma)");
   } else {
-    check_cuda(launch_w4a16_prefill(a, s), what + " (prefill)");
+    check_cuda(launch_w4a16_prefill(a, s), what + " (prefill, mma.sync)");
   }
 }
 

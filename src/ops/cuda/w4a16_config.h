@@ -15,7 +15,7 @@
 
 namespace fp4moe::cuda {
 
-enum class W4Kernel : uint8_t { kDecode, kPrefill };
+enum class W4Kernel : uint8_t { kDecode, kPrefill, kPrefillWgmma };
 
 struct W4Config {
   W4Kernel kernel = W4Kernel::kDecode;

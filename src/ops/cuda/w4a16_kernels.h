@@ -30,6 +30,7 @@ struct W4Args {
 
 cudaError_t launch_w4a16_decode(const W4Args& a, const W4Config& c, cudaStream_t s);
 cudaError_t launch_w4a16_prefill(const W4Args& a, cudaStream_t s);
+cudaError_t launch_w4a16_prefill_wgmma(const W4Args& a, cudaStream_t s);
 
 // The kernels' own dequantization, written out: W[n][k] = code * scale (* g(n) when
 // with_global), [n, k] row-major, fp32 (out_f32) or bf16. Used by the exactness test and
