@@ -5,9 +5,9 @@
 #
 #   tools/gpu-check.sh [OUT_DIR]        (default: $OUT, else ./out/gpu-check)
 #
-# FP4MOE_SRC: the source tree to build (default: this checkout). To check exactly a commit
-# from a tree with work in progress: git archive HEAD | tar -x -C .snap, then FP4MOE_SRC=.snap
-# (a file .snap/COMMIT, when present, names the commit in the summary).
+# FP4MOE_SRC: the source tree to build (default: this checkout). To check exactly the
+# committed CUDA backend from a tree with work in progress: tools/gpu-snapshot.sh here, then
+# FP4MOE_SRC=.snap there (.snap/COMMIT names the commit in the summary).
 #
 # Env: FP4MOE_BENCH_ARGS (extra benchmark flags, e.g. "--quick"), FP4MOE_SKIP_BENCH=1,
 #      FP4MOE_DEPS (a prefix holding gtest/nlohmann-json/CLI11 when the system lacks them;
