@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include "formats/codecs.h"
@@ -116,6 +117,11 @@ TEST(QuantScheme, ModelOptCompressedTensorsAndNative) {
   EXPECT_EQ(s.algo_for("model.layers.3.mlp.gate"), "");
   EXPECT_EQ(s.algo_for("layers.3.mlp.gate"), "");
   EXPECT_EQ(s.algo_for("lm_head"), "");
+
+  s = io::parse_quant_config({{"quant_method", "modelopt"}, {"quant_algo", "MXFP4"}, {"ignore_this", 1}}, "config.json");
+  EXPECT_EQ(s.kind, io::SchemeKind::kModelOptMXFP4);
+  EXPECT_EQ(s.group_size, 32);
+  EXPECT_EQ(s.algo_for("model.layers.0.mlp.experts.1.w2"), "MXFP4");
 
   s = io::parse_quant_config({{"quant_method", "modelopt"},
                               {"quantization",
@@ -500,23 +506,28 @@ TEST(Doctor, EveryFindingFromAPlantedFault) {
 TEST(Doctor, Ue8m0AndFp32BlockScales) {
   test::SeededRng r;
   TempDir d;
-  const std::vector<float> w = test::random_bf16(r.rng, 128 * 64, 0.1f);
+  const std::vector<float> w = test::random_bf16(r.rng, 256 * 512, 0.1f);
   Matrix mx = quantize_mxfp4(w.data(), 128, 64);
-  Matrix f8 = quantize_fp8_block(w.data(), 128, 256 / 4, ScaleKind::kF32);
+  Matrix f8 = quantize_fp8_block(w.data(), 256, 512, ScaleKind::kF32);  // 2 x 4 fp32 block scales
   mx.scales[7] = 0xFF;
-  const float neg = -1.0f;
-  std::memcpy(f8.scales.data(), &neg, 4);
+  const float planted[] = {NAN, INFINITY, -1.0f, 0.0f, 1e-40f};
+  for (int i = 0; i < 5; ++i) std::memcpy(f8.scales.data() + 4 * (i + 1), &planted[i], 4);
   io::write_safetensors(d.path() / "m.safetensors", {{{"a.weight", io::Dtype::kU8, {128, 32}}, mx.data},
                                                      {{"a.scale", io::Dtype::kU8, {128, 2}}, mx.scales},
-                                                     {{"b.weight", io::Dtype::kF8_E4M3, {128, 64}}, f8.data},
-                                                     {{"b.weight_scale_inv", io::Dtype::kF32, {1, 1}}, f8.scales}});
+                                                     {{"b.weight", io::Dtype::kF8_E4M3, {256, 512}}, f8.data},
+                                                     {{"b.weight_scale_inv", io::Dtype::kF32, {2, 4}}, f8.scales}});
   const weights::DoctorReport rep = weights::run_doctor(io::Checkpoint::open(d.path()), nullptr, io::QuantScheme{});
-  std::set<std::string> got;
-  for (const auto& f : rep.findings) got.insert(f.check + " " + f.tensor);
+  std::map<std::string, std::string> got;
+  for (const auto& f : rep.findings) got[f.check + " " + f.tensor] = f.message;
   EXPECT_TRUE(got.count("block-scale-nan a.scale"));
-  EXPECT_TRUE(got.count("block-scale-negative b.weight_scale_inv"));
+  EXPECT_NE(got["block-scale-nan b.weight_scale_inv"].find("first at [0, 1]"), std::string::npos) << got["block-scale-nan b.weight_scale_inv"];
+  EXPECT_NE(got["block-scale-inf b.weight_scale_inv"].find("first at [0, 2]"), std::string::npos);
+  EXPECT_NE(got["block-scale-negative b.weight_scale_inv"].find("first at [0, 3]"), std::string::npos);
+  EXPECT_NE(got["block-scale-zero b.weight_scale_inv"].find("first at [1, 0]"), std::string::npos);
+  EXPECT_NE(got["block-scale-denormal b.weight_scale_inv"].find("first at [1, 1]"), std::string::npos);
   EXPECT_TRUE(got.count("scheme-mismatch a.weight"));  // no quant config, yet quantized tensors
   EXPECT_TRUE(got.count("no-config "));
+  EXPECT_EQ(rep.block_scales_checked, 128 * 2 + 8);
 }
 
 }  // namespace

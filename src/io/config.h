@@ -33,7 +33,7 @@ struct RopeParameters {
   int64_t original_max_position_embeddings = 0;
   double beta_fast = 32.0;
   double beta_slow = 1.0;
-  std::optional<double> attention_factor;
+  std::optional<double> attention_factor{};
 };
 
 struct DeepSeekV4Config {
