@@ -47,7 +47,7 @@ TEST(ModelCheckpoint, MakeTinyRoundTripsExactly) {
   const LoadedCheckpoint lc = load_v4_checkpoint(d.path / "tiny");
   EXPECT_EQ(lc.config.layer_types, info.config.layer_types);
   EXPECT_EQ(lc.config.mlp_layer_types, info.config.mlp_layer_types);
-  EXPECT_EQ(lc.config.rope_dim, info.config.rope_dim);
+  EXPECT_EQ(lc.config.qk_rope_head_dim, info.config.qk_rope_head_dim);
   const V4Config c = tiny_v4_config();
   const std::vector<float> mem = logits_of(c, load_v4_weights(c, make_tiny_weights(c, 11)), kIds);
   const std::vector<float> file = logits_of(lc.config, lc.weights, kIds);

@@ -138,7 +138,7 @@ TEST(ModelForward, BadConfigsAreClearErrors) {
   c.num_experts_per_tok = 9;
   expect_error([&] { validate_v4_config(c); }, "num_experts_per_tok");
   c = tiny_v4_config();
-  c.rope_dim = 7;
+  c.qk_rope_head_dim = 7;
   expect_error([&] { validate_v4_config(c); }, "rotary");
   c = tiny_v4_config();
   c.layer_types.pop_back();

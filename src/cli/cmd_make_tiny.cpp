@@ -27,7 +27,7 @@ int run_make_tiny(const MakeTinyArgs& a) {
   const model::V4Config& c = info.config;
   std::printf("wrote tiny DeepSeek-V4 (%lld layers: sliding/CSA/HCA/CSA, hash+scored MoE, %lld experts, hidden %lld, "
               "vocab %lld) to %s: %zu tensors, %.1f MB, seed %llu\n",
-              (long long)c.num_layers, (long long)c.n_routed_experts, (long long)c.hidden_size, (long long)c.vocab_size,
+              (long long)c.num_hidden_layers, (long long)c.n_routed_experts, (long long)c.hidden_size, (long long)c.vocab_size,
               a.out.c_str(), (size_t)info.tensors, double(info.bytes) / 1e6, (unsigned long long)a.seed);
   return kExitOk;
 }

@@ -63,7 +63,7 @@ int run_run(const RunArgs& a) {
   const double load_s = std::chrono::duration<double>(clock::now() - t0).count();
   const int64_t V = cfg.vocab_size;
   std::printf("model %s: DeepSeek-V4, %lld layers, hidden %lld, %lld experts, vocab %lld; activations %s; loaded in %.2f s\n",
-              a.model.c_str(), (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.n_routed_experts,
+              a.model.c_str(), (long long)cfg.num_hidden_layers, (long long)cfg.hidden_size, (long long)cfg.n_routed_experts,
               (long long)V, cpu::to_string(dt), load_s);
 
   model::SequenceState st = m.new_state();

@@ -65,7 +65,7 @@ int64_t V4Model::compress(const CompressorWeights& cw, int64_t m, const float* x
       e[static_cast<size_t>(c)] = cpu::round_act(acc, dt);
     }
     cpu::rmsnorm(e.data(), 1, D, cw.norm.data(), cfg_.rms_norm_eps, dt, e.data());
-    cpu::rope_apply(e.data(), 1, D, cfg_.rope_dim, rope.inv_freq.data(), st.count * m, false, dt);
+    cpu::rope_apply(e.data(), 1, D, cfg_.qk_rope_head_dim, rope.inv_freq.data(), st.count * m, false, dt);
     st.entries.insert(st.entries.end(), e.begin(), e.end());
     ++st.count;
     if (overlap) {
@@ -90,7 +90,7 @@ std::vector<float> V4Model::attention(int64_t layer, const float* x, int64_t S, 
   const AttentionWeights& a = w_.layers[static_cast<size_t>(layer)].attn;
   const AttnType type = cfg_.layer_types[static_cast<size_t>(layer)];
   const cpu::ActDType dt = opt_.dtype;
-  const int64_t H = cfg_.hidden_size, D = cfg_.head_dim, nh = cfg_.num_heads, R = cfg_.rope_dim;
+  const int64_t H = cfg_.hidden_size, D = cfg_.head_dim, nh = cfg_.num_attention_heads, R = cfg_.qk_rope_head_dim;
   const int64_t QL = cfg_.q_lora_rank, W = cfg_.sliding_window;
   const float eps = cfg_.rms_norm_eps;
   const Rope& rope = rope_for(type);
@@ -115,7 +115,7 @@ std::vector<float> V4Model::attention(int64_t layer, const float* x, int64_t S, 
   st.window_rows += S;
 
   // Compressed entries and, for CSA, the indexer's keys, queries and head weights.
-  const int64_t ratio = cfg_.ratio(type);
+  const int64_t ratio = compress_ratio(cfg_, type);
   if (a.compressor) compress(*a.compressor, ratio, x, S, st.compressor, rope);
   const int64_t IH = cfg_.index_n_heads, ID = cfg_.index_head_dim;
   std::vector<float> qi, wi;

@@ -26,19 +26,15 @@ std::shared_ptr<const Backend> cpu_backend() {
 V4Model::V4Model(V4Config config, V4Weights weights, ModelOptions options)
     : cfg_(std::move(config)), w_(std::move(weights)), opt_(std::move(options)) {
   validate_v4_config(cfg_);
-  if (int64_t(w_.layers.size()) != cfg_.num_layers) throw std::invalid_argument("weights do not match the config's layers");
+  if (int64_t(w_.layers.size()) != cfg_.num_hidden_layers) throw std::invalid_argument("weights do not match the config's layers");
   if (!opt_.backend) opt_.backend = cpu_backend();
-  auto freqs = [&](const RopeConfig& r) {
-    return r.yarn ? cpu::rope_inv_freq_yarn(r.theta, cfg_.rope_dim, r.yarn_params)
-                  : cpu::rope_inv_freq_default(r.theta, cfg_.rope_dim);
-  };
-  rope_main_.inv_freq = freqs(cfg_.rope_main);
-  rope_compress_.inv_freq = freqs(cfg_.rope_compress);
+  rope_main_.inv_freq = rope_inv_freq(cfg_.rope_main, cfg_.qk_rope_head_dim);
+  rope_compress_.inv_freq = rope_inv_freq(cfg_.rope_compress, cfg_.qk_rope_head_dim);
 }
 
 SequenceState V4Model::new_state() const {
   SequenceState s;
-  s.layers.resize(static_cast<size_t>(cfg_.num_layers));
+  s.layers.resize(static_cast<size_t>(cfg_.num_hidden_layers));
   return s;
 }
 
@@ -51,7 +47,7 @@ std::vector<float> V4Model::forward(SequenceState& state, std::span<const int32_
   const int64_t S = static_cast<int64_t>(ids.size());
   const int64_t H = cfg_.hidden_size, n = cfg_.hc_mult, V = cfg_.vocab_size;
   const cpu::ActDType dt = opt_.dtype;
-  if (int64_t(state.layers.size()) != cfg_.num_layers) throw std::invalid_argument("state was not made by this model");
+  if (int64_t(state.layers.size()) != cfg_.num_hidden_layers) throw std::invalid_argument("state was not made by this model");
   for (int32_t id : ids)
     if (id < 0 || id >= V)
       throw std::invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
@@ -89,7 +85,7 @@ std::vector<float> V4Model::forward(SequenceState& state, std::span<const int32_
     X.swap(Xn);
   };
 
-  for (int64_t l = 0; l < cfg_.num_layers; ++l) {
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
     const LayerWeights& lw = w_.layers[static_cast<size_t>(l)];
     LayerState& ls = state.layers[static_cast<size_t>(l)];
     sublayer(lw.hc_attn, lw.attn_norm, [&](const float* x) { return attention(l, x, S, state.length, ls); });

@@ -16,16 +16,16 @@ V4Config tiny_v4_config() {
   V4Config c;
   c.vocab_size = 512;
   c.hidden_size = 64;
-  c.num_layers = 4;
-  c.num_heads = 4;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 4;
   c.head_dim = 64;
-  c.rope_dim = 16;
+  c.qk_rope_head_dim = 16;
   c.q_lora_rank = 32;
   c.o_groups = 2;
   c.o_lora_rank = 32;
   c.sliding_window = 16;
-  c.csa_ratio = 4;
-  c.hca_ratio = 8;
+  c.compress_rate_csa = 4;
+  c.compress_rate_hca = 8;
   c.index_n_heads = 8;
   c.index_head_dim = 32;
   c.index_topk = 4;
@@ -34,8 +34,11 @@ V4Config tiny_v4_config() {
   c.n_routed_experts = 8;
   c.num_experts_per_tok = 2;
   c.moe_intermediate_size = 32;
-  c.rope_main.theta = 10000.0;
-  c.rope_compress.theta = 160000.0;
+  c.partial_rotary_factor = double(c.qk_rope_head_dim) / double(c.head_dim);
+  c.rope_main = io::RopeParameters{"default", 10000.0, c.partial_rotary_factor};
+  c.rope_compress = io::RopeParameters{"default", 160000.0, c.partial_rotary_factor};
+  c.num_nextn_predict_layers = 0;
+  c.max_position_embeddings = 4096;
   c.layer_types = {AttnType::kSliding, AttnType::kCSA, AttnType::kHCA, AttnType::kCSA};
   c.mlp_layer_types = {MlpType::kHashMoe, MlpType::kMoe, MlpType::kMoe, MlpType::kMoe};
   validate_v4_config(c);
@@ -99,7 +102,7 @@ InMemoryWeights make_tiny_weights(const V4Config& c, uint64_t seed) {
   g.linear("head.weight", c.vocab_size, H, 4.0f);
   g.tensor("model.norm.weight", {H}, 1.0f, 0.1f, StoredDtype::kBF16);
   g.hc("model.hc_head.hc", c.hc_mult);
-  for (int64_t i = 0; i < c.num_layers; ++i) {
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     const AttnType at = c.layer_types[static_cast<size_t>(i)];
     g.hc(p + "hc_attn", (2 + c.hc_mult) * c.hc_mult);
@@ -108,15 +111,15 @@ InMemoryWeights make_tiny_weights(const V4Config& c, uint64_t seed) {
     g.tensor(p + "ffn_norm.weight", {H}, 1.0f, 0.1f, StoredDtype::kBF16);
     g.linear(p + "attn.wq_a.weight", c.q_lora_rank, H);
     g.tensor(p + "attn.q_norm.weight", {c.q_lora_rank}, 1.0f, 0.1f, StoredDtype::kBF16);
-    g.linear(p + "attn.wq_b.weight", c.num_heads * D, c.q_lora_rank);
+    g.linear(p + "attn.wq_b.weight", c.num_attention_heads * D, c.q_lora_rank);
     g.linear(p + "attn.wkv.weight", D, H);
     g.tensor(p + "attn.norm.weight", {D}, 1.0f, 0.1f, StoredDtype::kBF16);
-    g.linear(p + "attn.wo_a.weight", c.o_groups * c.o_lora_rank, c.num_heads * D / c.o_groups);
+    g.linear(p + "attn.wo_a.weight", c.o_groups * c.o_lora_rank, c.num_attention_heads * D / c.o_groups);
     g.linear(p + "attn.wo_b.weight", H, c.o_groups * c.o_lora_rank);
-    g.tensor(p + "attn.attn_sink", {c.num_heads}, 0.0f, 1.0f, StoredDtype::kF32);
-    if (at != AttnType::kSliding) g.compressor(p + "attn.compressor", D, at == AttnType::kCSA ? 2 : 1, c.ratio(at));
+    g.tensor(p + "attn.attn_sink", {c.num_attention_heads}, 0.0f, 1.0f, StoredDtype::kF32);
+    if (at != AttnType::kSliding) g.compressor(p + "attn.compressor", D, at == AttnType::kCSA ? 2 : 1, compress_ratio(c, at));
     if (at == AttnType::kCSA) {
-      g.compressor(p + "attn.indexer.compressor", c.index_head_dim, 2, c.csa_ratio);
+      g.compressor(p + "attn.indexer.compressor", c.index_head_dim, 2, c.compress_rate_csa);
       g.linear(p + "attn.indexer.wq_b.weight", c.index_n_heads * c.index_head_dim, c.q_lora_rank);
       g.linear(p + "attn.indexer.weights_proj.weight", c.index_n_heads, H);
     }

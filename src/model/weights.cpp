@@ -140,7 +140,7 @@ Matrix matrix_row_slice(const Matrix& m, int64_t begin, int64_t count) {
 V4Weights load_v4_weights(const V4Config& c, const WeightSource& src) {
   validate_v4_config(c);
   const Loader ld(src);
-  const int64_t H = c.hidden_size, D = c.head_dim, nh = c.num_heads, I = c.moe_intermediate_size;
+  const int64_t H = c.hidden_size, D = c.head_dim, nh = c.num_attention_heads, I = c.moe_intermediate_size;
   const int64_t E = c.n_routed_experts, ID = c.index_head_dim;
   V4Weights w;
   w.embed = ld.mat(G({"embed_tokens.weight", "embed.weight"}), c.vocab_size, H);
@@ -150,8 +150,8 @@ V4Weights load_v4_weights(const V4Config& c, const WeightSource& src) {
   w.hc_head.base = ld.vec(G({"hc_head.hc_base", "hc_head_base"}), {c.hc_mult});
   w.hc_head.scale = ld.vec(G({"hc_head.hc_scale", "hc_head_scale"}), {1});
 
-  w.layers.resize(static_cast<size_t>(c.num_layers));
-  for (int64_t i = 0; i < c.num_layers; ++i) {
+  w.layers.resize(static_cast<size_t>(c.num_hidden_layers));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     LayerWeights& lw = w.layers[static_cast<size_t>(i)];
     const AttnType at = c.layer_types[static_cast<size_t>(i)];
     lw.hc_attn = load_hc(ld, i, "hc_attn", "attn_hc", c);
@@ -174,14 +174,14 @@ V4Weights load_v4_weights(const V4Config& c, const WeightSource& src) {
     a.sinks = ld.vec(L(i, {"attn.attn_sink", "self_attn.sinks", "attn.sinks"}), {nh});
     if (at != AttnType::kSliding) {
       const int64_t parts = at == AttnType::kCSA ? 2 : 1;
-      a.compressor = load_compressor(ld, i, "attn.compressor", "self_attn.compressor", D, parts, c.ratio(at), c);
+      a.compressor = load_compressor(ld, i, "attn.compressor", "self_attn.compressor", D, parts, compress_ratio(c, at), c);
     } else if (ld.any(L(i, {"attn.compressor.wkv.weight", "self_attn.compressor.kv_proj.weight"}))) {
       throw std::invalid_argument("layer " + std::to_string(i) +
                                   " is sliding_attention in the config but the checkpoint has compressor tensors: "
                                   "the config's layer_types / compress_ratios do not match the weights");
     }
     if (at == AttnType::kCSA) {
-      a.indexer = load_compressor(ld, i, "attn.indexer.compressor", "self_attn.compressor.indexer", ID, 2, c.csa_ratio, c);
+      a.indexer = load_compressor(ld, i, "attn.indexer.compressor", "self_attn.compressor.indexer", ID, 2, c.compress_rate_csa, c);
       a.index_wq_b = ld.mat(L(i, {"attn.indexer.wq_b.weight", "self_attn.compressor.indexer.q_b_proj.weight"}),
                             c.index_n_heads * ID, c.q_lora_rank);
       a.index_weights_proj =
