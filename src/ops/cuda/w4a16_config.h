@@ -31,8 +31,8 @@ inline constexpr int kPrefillTileTokens = 128;
 // Decode token tiles for m tokens: the closed list of instantiations.
 inline int decode_mtiles(int64_t m) { return m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8; }
 
-// CTAs of the decode kernels resident per SM (their __launch_bounds__).
-inline int decode_ctas_per_sm(int /*mtiles*/) { return 2; }
+// CTAs of the decode kernel resident per SM (its __launch_bounds__): 3 at one token tile.
+inline int decode_ctas_per_sm(int mtiles) { return mtiles == 1 ? 3 : 2; }
 
 // Splits along k: fill one wave of resident CTAs (no tail wave), each split keeping at least
 // one chunk (4 k-tiles) per warp, at most 32 splits.

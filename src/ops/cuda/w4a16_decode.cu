@@ -226,74 +226,8 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 2) w4a16_decode_kernel
   epilogue<MT>(p, acc, strip, active, g, q, last_flag);
 }
 
-// Few tokens (m <= 16): no shared memory and no CTA barrier in the main loop. Each warp
-// streams its strip with kDepth tiles in flight (a register ring refilled as it drains) and
-// reads its B fragments straight from global memory: the activations are a few KB, shared by
-// every CTA, and sit in L1/L2. Warps never wait for each other, so the bytes in flight per
-// SM stay at 16 warps x kDepth x 512 B.
-constexpr int kDepth = 8;
-
-template <int MT, bool NV>
-__global__ void __launch_bounds__(kThreads, 2) w4a16_decode_direct_kernel(const DecodeParams p) {
-  __shared__ int last_flag;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, q = lane % 4;
-  const int64_t strips = (p.a.n + kTileRows - 1) / kTileRows;
-  const int64_t strip = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
-  const bool active = strip < strips;
-  const int64_t kt0 = blockIdx.y * p.tiles_per_split;
-  const int64_t kt1 = min(p.a.ktiles, kt0 + p.tiles_per_split);
-  const int64_t tile_base = strip * p.a.ktiles;
-
-  float acc[MT][4];
-#pragma unroll
-  for (int t = 0; t < MT; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
-  // Activation rows this lane reads (token g of each tile), or null past m.
-  const __nv_bfloat16* xrow[MT];
-#pragma unroll
-  for (int t = 0; t < MT; ++t) xrow[t] = t * 8 + g < p.a.m ? p.a.x + (t * 8 + g) * p.a.k + 2 * q : nullptr;
-
-  if (active) {
-    uint4 rc[kDepth];
-    uint2 rs[kDepth];
-#pragma unroll
-    for (int i = 0; i < kDepth; ++i)
-      if (kt0 + i < kt1) load_tile<NV>(p, tile_base + kt0 + i, lane, rc[i], rs[i]);
-    for (int64_t base = kt0; base < kt1; base += kDepth) {
-#pragma unroll
-      for (int i = 0; i < kDepth; ++i) {
-        const int64_t kt = base + i;
-        if (kt >= kt1) break;
-        const uint4 c = rc[i];
-        const uint2 sc = rs[i];
-        if (kt + kDepth < kt1) load_tile<NV>(p, tile_base + kt + kDepth, lane, rc[i], rs[i]);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int64_t k = kt * kTileK + j * 16;
-          if (k >= p.a.k) break;  // padded k16 steps (weights are zero too)
-          uint32_t b[MT][2];
-#pragma unroll
-          for (int t = 0; t < MT; ++t) {
-            b[t][0] = xrow[t] ? __ldg(reinterpret_cast<const uint32_t*>(xrow[t] + k)) : 0u;
-            b[t][1] = xrow[t] ? __ldg(reinterpret_cast<const uint32_t*>(xrow[t] + k + 8)) : 0u;
-          }
-          uint32_t a[4];
-          a_fragment<NV>(c, sc, j, a);
-#pragma unroll
-          for (int t = 0; t < MT; ++t) mma_bf16(acc[t], a, b[t][0], b[t][1]);
-        }
-      }
-    }
-  }
-  epilogue<MT>(p, acc, strip, active, g, q, last_flag);
-}
-
 template <int MT, bool NV>
 cudaError_t launch_one(const DecodeParams& p, dim3 grid, cudaStream_t s) {
-  if constexpr (MT <= 2) {
-    w4a16_decode_direct_kernel<MT, NV><<<grid, kThreads, 0, s>>>(p);
-    return cudaGetLastError();
-  }
   constexpr int bytes = smem_bytes<MT>();
   if constexpr (bytes > 48 * 1024) {
     static bool attr_set = false;  // raised once per instantiation (before any graph capture)

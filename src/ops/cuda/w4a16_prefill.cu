@@ -4,7 +4,7 @@
 // out 4 (rows) x 2 (tokens); each warp owns 2 strips x 8 token tiles = 64 fp32
 // accumulators per lane and issues 64 mma.sync m16n8k16 per k-tile.
 //   - Activations (128 x 64 bf16) and the CTA's 8 weight tiles (8 x 512 code bytes + their
-//     scales) arrive through a 3-stage cp.async pipeline; activation rows are padded by 16
+//     scales) arrive through a 4-stage cp.async pipeline; activation rows are padded by 16
 //     bytes so ldmatrix reads them without bank conflicts.
 //   - Each warp turns its strips' codes into bf16 A fragments in registers (w4a16_common.cuh:
 //     4 integer ops and one bf16 multiply per pair, exact) and reads B with ldmatrix.x4.
@@ -23,7 +23,7 @@ using detail::a_fragment;
 using detail::mma_bf16;
 
 constexpr int kThreads = 256;
-constexpr int kStages = 3;
+constexpr int kStages = 4;
 constexpr int kBM = kPrefillTileTokens;  // tokens per CTA
 constexpr int kBN = kPrefillTileRows;    // weight rows per CTA
 constexpr int kStrips = kBN / kTileRows; // 8

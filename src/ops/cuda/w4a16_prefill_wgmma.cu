@@ -9,7 +9,7 @@
 // c ^ (r % 8)), described to the tensor cores by a matrix descriptor.
 //   CTA tile: 128 weight rows (2 warpgroups x 64) x 128 tokens x 64 k; m64n128k16 per
 //   warpgroup per k16 step; 64 fp32 accumulators per thread.
-//   Pipeline: 3 stages of cp.async (activations swizzled, weight tiles, scales), then
+//   Pipeline: 6 stages of cp.async (activations swizzled, weight tiles, scales), then
 //   fence.proxy.async so the tensor cores (async proxy) see the copies.
 #include <cuda_bf16.h>
 
@@ -22,7 +22,7 @@ namespace {
 using detail::a_fragment;
 
 constexpr int kThreads = 256;  // two warpgroups
-constexpr int kStages = 3;
+constexpr int kStages = 6;  // ~130 KB: enough tiles in flight to cover L2/HBM latency at tensor-core speed
 constexpr int kBM = 128;       // tokens per CTA (wgmma N)
 constexpr int kBN = 128;       // weight rows per CTA
 constexpr int kStrips = kBN / kTileRows;
