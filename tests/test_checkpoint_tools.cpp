@@ -295,6 +295,49 @@ TEST(QuantizeCheckpoint, RefusesQuantizedOrNaNInput) {
   }
 }
 
+TEST(QuantizeCheckpoint, StackedTransformersExpertsAreSplitPerExpert) {
+  test::SeededRng r;
+  TempDir d;
+  std::vector<io::OwnedTensor> t = test::tiny_v4_tensors(r.rng);
+  // Layer 1's experts in transformers' stacked layout: gate_up [E, 2I, H] (gate rows first), down [E, H, I].
+  io::OwnedTensor gu{{"model.layers.1.mlp.experts.gate_up_proj", io::Dtype::kBF16, {4, 64, 64}}, {}};
+  io::OwnedTensor dn{{"model.layers.1.mlp.experts.down_proj", io::Dtype::kBF16, {4, 64, 32}}, {}};
+  std::map<std::string, std::vector<uint8_t>> parts;
+  for (const io::OwnedTensor& x : t) parts[x.spec.name] = x.bytes;
+  for (int e = 0; e < 4; ++e) {
+    const std::string p = "model.layers.1.ffn.experts." + std::to_string(e) + ".";
+    for (const char* w : {"w1", "w3"}) gu.bytes.insert(gu.bytes.end(), parts[p + w + ".weight"].begin(), parts[p + w + ".weight"].end());
+    dn.bytes.insert(dn.bytes.end(), parts[p + "w2.weight"].begin(), parts[p + "w2.weight"].end());
+  }
+  std::erase_if(t, [](const io::OwnedTensor& x) { return x.spec.name.starts_with("model.layers.1.ffn.experts."); });
+  t.push_back(gu);
+  t.push_back(dn);
+  fs::create_directories(d.path() / "in");
+  io::write_safetensors(d.path() / "in" / "model.safetensors", t);
+  test::write_text(d.path() / "in" / "config.json", test::tiny_v4_config().dump());
+  weights::QuantizeCheckpointOptions opt;
+  opt.experts_only = true;
+  const auto res = weights::quantize_checkpoint(io::Checkpoint::open(d.path() / "in"), d.path() / "out", opt);
+  EXPECT_EQ(res.quantized, 3 * 4 * 3);
+  const io::Checkpoint out = io::Checkpoint::open(d.path() / "out");
+  EXPECT_FALSE(out.find("model.layers.1.mlp.experts.gate_up_proj"));
+  for (int e = 0; e < 4; ++e) {
+    const std::string p = "model.layers.1.ffn.experts." + std::to_string(e) + ".", q = "model.layers.1.mlp.experts." + std::to_string(e) + ".";
+    for (const auto& [native, hf] : {std::pair{"w1", "gate_proj"}, std::pair{"w3", "up_proj"}, std::pair{"w2", "down_proj"}}) {
+      const io::OwnedTensor src{{}, parts[p + native + ".weight"]};
+      const std::vector<float> w = as_f32(src);
+      const int64_t rows = std::string(native) == "w2" ? 64 : 32;
+      const Matrix ref = quantize_nvfp4_weight(w.data(), rows, static_cast<int64_t>(w.size()) / rows);
+      EXPECT_TRUE(span_eq(out.at(q + hf + ".weight").bytes(), ref.data)) << q << hf;
+      EXPECT_TRUE(span_eq(out.at(q + hf + ".weight_scale").bytes(), ref.scales)) << q << hf;
+      EXPECT_EQ(io::scalar_f32(out.at(q + hf + ".weight_scale_2")), ref.ranges[0].global_scale) << q << hf;
+    }
+  }
+  const io::ModelConfig cfg = io::load_model_config(d.path() / "out");
+  const weights::DoctorReport rep = weights::run_doctor(out, &cfg, io::detect_quant_scheme(d.path() / "out", nullptr));
+  EXPECT_EQ(rep.errors(), 0) << (rep.findings.empty() ? "" : rep.findings[0].check + " " + rep.findings[0].tensor + " " + rep.findings[0].message);
+}
+
 // ---- loading canonical matrices ----------------------------------------------------------------------
 TEST(LoadMatrix, FusedPartsKeepTheirGlobalScales) {
   test::SeededRng r;

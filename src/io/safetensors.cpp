@@ -441,21 +441,25 @@ void write_shard_index(const fs::path& dir, const std::map<std::string, std::str
 }
 
 // ---- values ----------------------------------------------------------------------------------
-std::vector<float> tensor_to_f32(const TensorRef& t) {
-  const std::span<const uint8_t> b = t.bytes();
-  const int64_t n = t.info->numel();
-  std::vector<float> out(static_cast<size_t>(n));
+std::vector<float> tensor_to_f32(const TensorRef& t) { return tensor_to_f32(t, 0, t.info->numel()); }
+
+std::vector<float> tensor_to_f32(const TensorRef& t, int64_t first, int64_t count) {
+  if (first < 0 || count < 0 || first + count > t.info->numel())
+    throw std::out_of_range("tensor '" + t.info->name + "': elements [" + std::to_string(first) + ", " + std::to_string(first + count) +
+                            ") out of range");
+  const uint8_t* b = t.bytes().data() + first * dtype_size(t.info->dtype);
+  std::vector<float> out(static_cast<size_t>(count));
   switch (t.info->dtype) {
     case Dtype::kBF16:
-      for (int64_t i = 0; i < n; ++i) {
+      for (int64_t i = 0; i < count; ++i) {
         uint16_t h;
-        std::memcpy(&h, b.data() + 2 * i, 2);
+        std::memcpy(&h, b + 2 * i, 2);
         out[static_cast<size_t>(i)] = bf16_to_float(h);
       }
       break;
-    case Dtype::kF32: std::memcpy(out.data(), b.data(), b.size()); break;
+    case Dtype::kF32: std::memcpy(out.data(), b, static_cast<size_t>(count) * 4); break;
     case Dtype::kF8_E4M3:
-      for (int64_t i = 0; i < n; ++i) out[static_cast<size_t>(i)] = e4m3_to_float(b[static_cast<size_t>(i)]);
+      for (int64_t i = 0; i < count; ++i) out[static_cast<size_t>(i)] = e4m3_to_float(b[i]);
       break;
     default:
       fail(ErrorKind::kUnsupported, t.file->path(),

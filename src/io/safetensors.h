@@ -197,6 +197,8 @@ void write_shard_index(const std::filesystem::path& dir, const std::map<std::str
 // ---- reading values ----------------------------------------------------------------------
 // Elements of a BF16, F32 or F8_E4M3 tensor as fp32 (exact). Throws kUnsupported otherwise.
 std::vector<float> tensor_to_f32(const TensorRef& t);
+// Elements [first, first + count) only (a slice of a stacked tensor), same dtypes.
+std::vector<float> tensor_to_f32(const TensorRef& t, int64_t first, int64_t count);
 // The single value of a scalar F32 tensor (shape [] or [1]); throws naming the tensor otherwise.
 float scalar_f32(const TensorRef& t);
 

@@ -22,11 +22,16 @@ using io::TensorSpec;
 
 enum class Action : uint8_t { kCopy, kToBf16, kQuantize };
 
-// One input tensor (or linear layer) and the output tensors it becomes.
+// One input tensor (or linear layer, or one expert's part of a stacked expert tensor) and the
+// output tensors it becomes.
 struct Item {
   Action action = Action::kCopy;
   io::TensorRef src;                  // the weight for linears
+  int64_t row0 = 0, rows = 0, cols = 0;  // kQuantize: rows [row0, row0 + rows) of src seen as [*, cols]
   std::vector<TensorSpec> out;        // in write order
+  uint64_t in_bytes() const {
+    return action == Action::kQuantize ? static_cast<uint64_t>(rows * cols * io::dtype_size(src.info->dtype)) : src.info->nbytes();
+  }
   uint64_t out_bytes() const {
     uint64_t n = 0;
     for (const TensorSpec& s : out) n += s.nbytes();
@@ -57,6 +62,49 @@ std::vector<uint8_t> bf16_bytes(const std::vector<float>& v) {
   return out;
 }
 
+Item quantize_item(const io::TensorRef& src, const std::string& module, int64_t row0, int64_t rows, int64_t cols, bool nv) {
+  Item it;
+  it.action = Action::kQuantize;
+  it.src = src;
+  it.row0 = row0;
+  it.rows = rows;
+  it.cols = cols;
+  const int64_t block = nv ? kNvfp4Block : kMxfp4Block;
+  it.out.push_back({module + ".weight", Dtype::kU8, {rows, cols / 2}});
+  it.out.push_back({module + ".weight_scale", nv ? Dtype::kF8_E4M3 : Dtype::kF8_E8M0, {rows, cols / block}});
+  if (nv) it.out.push_back({module + ".weight_scale_2", Dtype::kF32, {}});
+  return it;
+}
+
+// transformers' in-memory MoE layout stacks the experts: mlp.experts.gate_up_proj [E, 2I, H]
+// (gate rows first) and mlp.experts.down_proj [E, H, I]. Each expert's part becomes its own
+// quantized linear, named per expert (mlp.experts.E.gate_proj / up_proj / down_proj), which
+// is how ModelOpt names them and what weights/names.h maps to ffn.experts.E.w1 / w3 / w2.
+bool split_stacked_experts(const io::TensorRef& t, bool nv, std::vector<Item>& items, int64_t& quantized) {
+  const std::string canon = canonical_name(t.info->name);
+  const bool gate_up = canon.ends_with("ffn.experts.gate_up_proj"), down = canon.ends_with("ffn.experts.down_proj");
+  const auto& s = t.info->shape;
+  const int64_t block = nv ? kNvfp4Block : kMxfp4Block;
+  if (!(gate_up || down) || s.size() != 3 || (t.info->dtype != Dtype::kBF16 && t.info->dtype != Dtype::kF32) || s[2] % block != 0 ||
+      (gate_up && s[1] % 2 != 0))
+    return false;
+  const std::string& n = t.info->name;
+  const std::string prefix = n.substr(0, n.rfind('.') + 1);  // "...experts."
+  for (int64_t e = 0; e < s[0]; ++e) {
+    const std::string m = prefix + std::to_string(e) + ".";
+    if (gate_up) {
+      const int64_t inter = s[1] / 2;
+      items.push_back(quantize_item(t, m + "gate_proj", e * s[1], inter, s[2], nv));
+      items.push_back(quantize_item(t, m + "up_proj", e * s[1] + inter, inter, s[2], nv));
+      quantized += 2;
+    } else {
+      items.push_back(quantize_item(t, m + "down_proj", e * s[1], s[1], s[2], nv));
+      quantized += 1;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const fs::path& out_dir,
@@ -78,25 +126,23 @@ QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const fs:
     if (l.format != MatrixFormat::kBF16)
       throw io::CheckpointError(io::ErrorKind::kUnsupported, w.file->path(),
                                 "tensor '" + w.info->name + "' is already " + to_string(l.format) + ": quantize takes a BF16 checkpoint");
-    Item it;
-    it.src = w;
     if (quantizable(l, opt) && l.cols % block == 0) {
       if (w.info->dtype == Dtype::kF16)
         throw io::CheckpointError(io::ErrorKind::kUnsupported, w.file->path(), "tensor '" + w.info->name + "' is F16 (BF16 or F32 expected)");
-      it.action = Action::kQuantize;
-      it.out.push_back({l.module + ".weight", Dtype::kU8, {l.rows, l.cols / 2}});
-      it.out.push_back({l.module + ".weight_scale", nv ? Dtype::kF8_E4M3 : Dtype::kF8_E8M0, {l.rows, l.cols / block}});
-      if (nv) it.out.push_back({l.module + ".weight_scale_2", Dtype::kF32, {}});
+      items.push_back(quantize_item(w, l.module, 0, l.rows, l.cols, nv));
       ++res.quantized;
-    } else {
-      it.action = w.info->dtype == Dtype::kF32 ? Action::kToBf16 : Action::kCopy;
-      it.out.push_back({w.info->name, it.action == Action::kToBf16 ? Dtype::kBF16 : w.info->dtype, w.info->shape});
-      if (component_of(canonical_name(l.module)) != Component::kEmbedding) res.excluded.push_back(l.module);
-      ++res.kept;
+      continue;
     }
+    Item it;
+    it.src = w;
+    it.action = w.info->dtype == Dtype::kF32 ? Action::kToBf16 : Action::kCopy;
+    it.out.push_back({w.info->name, it.action == Action::kToBf16 ? Dtype::kBF16 : w.info->dtype, w.info->shape});
+    if (component_of(canonical_name(l.module)) != Component::kEmbedding) res.excluded.push_back(l.module);
+    ++res.kept;
     items.push_back(std::move(it));
   }
   for (const io::TensorRef& t : layout.plain) {
+    if (split_stacked_experts(t, nv, items, res.quantized)) continue;
     Item it;
     it.src = t;
     it.out.push_back({t.info->name, t.info->dtype, t.info->shape});
@@ -124,7 +170,7 @@ QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const fs:
 
   // ---- write --------------------------------------------------------------------------------
   uint64_t total_in = 0, done_in = 0;
-  for (const Item& it : items) total_in += it.src.info->nbytes();
+  for (const Item& it : items) total_in += it.in_bytes();
   res.bytes_in = total_in;
   std::map<std::string, std::string> weight_map;
   for (size_t s = 0; s < shards.size(); ++s) {
@@ -145,8 +191,8 @@ QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const fs:
       } else if (it.action == Action::kToBf16) {
         wr.write(it.out[0].name, bf16_bytes(io::tensor_to_f32(it.src)));
       } else {
-        const std::vector<float> w = io::tensor_to_f32(it.src);
-        const int64_t rows = it.src.info->shape[0], cols = it.src.info->shape[1];
+        const std::vector<float> w = io::tensor_to_f32(it.src, it.row0 * it.cols, it.rows * it.cols);
+        const int64_t rows = it.rows, cols = it.cols;
         Matrix m;
         for (size_t k = 0; k < w.size(); ++k)
           if (w[k] != w[k])
@@ -165,7 +211,7 @@ QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const fs:
           wr.write(it.out[2].name, g);
         }
       }
-      done_in += it.src.info->nbytes();
+      done_in += it.in_bytes();
       if (progress) progress(done_in, total_in);
     }
     wr.finish();

@@ -6,7 +6,10 @@
 // through formats/quantize.h (byte-exact with ModelOpt for NVFP4). Which layers: every 2-D
 // BF16/F32 linear weight except embeddings, the LM head and the MoE router, or with
 // experts_only the routed experts alone. Everything else is written unchanged, except
-// unquantized F32 linear weights, which are written as BF16. The output folder gets the
+// unquantized F32 linear weights, which are written as BF16. Experts stacked the way
+// transformers holds them in memory (mlp.experts.gate_up_proj [E, 2I, H], down_proj [E, H, I])
+// are split and written per expert (mlp.experts.E.gate_proj / up_proj / down_proj). The output
+// folder gets the
 // shards (model.safetensors, or model-0000i-of-0000n.safetensors plus the index),
 // hf_quant_config.json, config.json with a quantization_config, and copies of the other
 // small files (tokenizer, generation config).
