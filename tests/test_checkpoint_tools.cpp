@@ -413,6 +413,18 @@ TEST(LoadMatrix, DeepSeekNativeFp8AndMxfp4) {
   }
 }
 
+TEST(Layout, EmptyTensorsWithHugeDimensionsStayPlain) {
+  TempDir d;
+  // Valid safetensors (zero elements), but 2 x 2^62 would overflow if read as a packed FP4 weight.
+  io::write_safetensors(d.path() / "e.safetensors", {{{"x.weight", io::Dtype::kU8, {0, int64_t{1} << 62}}, {}},
+                                                     {{"x.weight_scale", io::Dtype::kF8_E4M3, {int64_t{1} << 62, 0}}, {}}});
+  const io::Checkpoint c = io::Checkpoint::open(d.path());
+  const weights::CheckpointLayout lay = weights::scan_layout(c);
+  EXPECT_TRUE(lay.linears.empty());
+  EXPECT_EQ(lay.problems.size(), 1u);  // the stray scale of a weight that is not a layer
+  EXPECT_EQ(weights::run_doctor(c, nullptr, io::QuantScheme{}).linears, 0);
+}
+
 // ---- doctor: each finding from a planted fault ------------------------------------------------------
 struct Planted {
   TempDir dir;
@@ -529,6 +541,8 @@ TEST(Doctor, EveryFindingFromAPlantedFault) {
   expect_finding(run(drop(m + ".weight_scale")), "missing-tensor", m + ".weight");
   expect_finding(run([&](auto& t) { t.push_back({{"model.layers.0.attn.extra_bias", io::Dtype::kBF16, {2}}, std::vector<uint8_t>(4)}); }),
                  "extra-tensor", "model.layers.0.attn.extra_bias");
+  expect_finding(run([&](auto& t) { t.push_back({{"model.layers.0.attn.ghost.weight_scale_2", io::Dtype::kF32, {}}, std::vector<uint8_t>(4)}); }),
+                 "extra-tensor", "model.layers.0.attn.ghost.weight_scale_2");
   expect_finding(run([&](auto& t) { t.push_back({{"model.layers.9.attn_norm.weight", io::Dtype::kBF16, {64}}, std::vector<uint8_t>(128)}); }),
                  "extra-tensor", "model.layers.9.attn_norm.weight");
   expect_finding(run([&](auto& t) { named(t, "model.norm.weight") = {{"model.norm.weight", io::Dtype::kBF16, {32}}, std::vector<uint8_t>(64)}; }),
@@ -571,6 +585,23 @@ TEST(Doctor, Ue8m0AndFp32BlockScales) {
   EXPECT_TRUE(got.count("scheme-mismatch a.weight"));  // no quant config, yet quantized tensors
   EXPECT_TRUE(got.count("no-config "));
   EXPECT_EQ(rep.block_scales_checked, 128 * 2 + 8);
+  EXPECT_FALSE(got.count("weight-nan b.weight"));
+
+  // An e4m3 NaN code in the FP8 weight itself, found when the weights are scanned.
+  f8.data[3 * 512 + 7] = 0xFF;
+  io::write_safetensors(d.path() / "m.safetensors", {{{"b.weight", io::Dtype::kF8_E4M3, {256, 512}}, f8.data},
+                                                     {{"b.weight_scale_inv", io::Dtype::kF32, {2, 4}}, f8.scales}});
+  weights::DoctorOptions scan;
+  scan.scan_fp8_weights = true;
+  const weights::DoctorReport rep2 = weights::run_doctor(io::Checkpoint::open(d.path()), nullptr, io::QuantScheme{}, scan);
+  int hits = 0;
+  for (const auto& f : rep2.findings)
+    if (f.check == "weight-nan") {
+      ++hits;
+      EXPECT_EQ(f.tensor, "b.weight");
+      EXPECT_NE(f.message.find("first at [3, 7]"), std::string::npos) << f.message;
+    }
+  EXPECT_EQ(hits, 1);
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ struct DoctorArgs {
   bool json = false;
   bool strict = false;
   bool verbose = false;
+  bool scan_weights = false;
   float typical_act_amax = 1.0f;
 };
 
@@ -38,6 +39,7 @@ int run_doctor_cmd(const DoctorArgs& a) {
   const io::QuantScheme scheme = io::detect_quant_scheme(ckpt.dir(), cfg ? &cfg_json : nullptr);
   weights::DoctorOptions opt;
   opt.typical_activation_amax = a.typical_act_amax;
+  opt.scan_fp8_weights = a.scan_weights;
   const weights::DoctorReport r =
       weights::run_doctor(ckpt, cfg ? &*cfg : nullptr, scheme, opt, [&](uint64_t d, uint64_t t) { bar.update(d, t); });
   bar.done();
@@ -92,6 +94,7 @@ void register_doctor(CLI::App& app, int& exit_code) {
   cmd->add_option("dir", a->dir, "Checkpoint folder (or a single .safetensors file)")->required();
   cmd->add_flag("--json", a->json, "Print a machine-readable report");
   cmd->add_flag("--strict", a->strict, "Count warnings as findings");
+  cmd->add_flag("--scan-weights", a->scan_weights, "Also read every FP8 weight byte for e4m3 NaN codes (reads the whole checkpoint)");
   cmd->add_flag("--verbose", a->verbose, "List every finding (the text report shows 5 per check)");
   cmd->add_option("--typical-act-amax", a->typical_act_amax,
                   "Activation magnitude that an input_scale must not saturate (default 1)")->check(CLI::PositiveNumber);

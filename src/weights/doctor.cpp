@@ -102,6 +102,18 @@ class Doctor {
       add(Severity::kWarning, "block-scale-denormal", s, where(denorm, "denormal") + ": they keep fewer mantissa bits");
   }
 
+  void check_fp8_weight(const LinearTensors& l) {
+    if (!opt_.scan_fp8_weights || l.format != MatrixFormat::kFP8Block) return;
+    const auto bytes = l.weight->bytes();
+    Counts nan;
+    for (size_t i = 0; i < bytes.size(); ++i)
+      if (e4m3_is_nan(bytes[i])) nan.add(static_cast<int64_t>(i));
+    if (nan.n)
+      add(Severity::kError, "weight-nan", *l.weight,
+          std::to_string(nan.n) + " e4m3 NaN code" + (nan.n == 1 ? "" : "s") + ", first at [" + std::to_string(nan.first / l.cols) + ", " +
+              std::to_string(nan.first % l.cols) + "]");
+  }
+
   void check_global(const LinearTensors& l) {
     if (l.format != MatrixFormat::kNVFP4 || !l.global_scale) return;
     const TensorRef& g = *l.global_scale;
@@ -269,13 +281,18 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
   for (const LayoutProblem& p : layout.problems) r.findings.push_back({Severity::kError, p.check, p.tensor, p.file, p.message});
 
   uint64_t total = 0, done = 0;
-  for (const LinearTensors& l : layout.linears)
-    if (l.scale) total += l.scale->info->nbytes();
+  auto bytes_read = [&](const LinearTensors& l) {
+    uint64_t n = l.scale ? l.scale->info->nbytes() : 0;
+    if (opt.scan_fp8_weights && l.format == MatrixFormat::kFP8Block) n += l.weight->info->nbytes();
+    return n;
+  };
+  for (const LinearTensors& l : layout.linears) total += bytes_read(l);
   std::map<std::string, const LinearTensors*> by_canon;
   for (const LinearTensors& l : layout.linears) {
     ++r.linears;
     by_canon[canonical_name(l.module)] = &l;
     if (l.scale) d.check_block_scales(l);
+    d.check_fp8_weight(l);
     d.check_global(l);
     d.check_input(l);
     if (scheme.kind != io::SchemeKind::kDeepSeekNative && component_of(canonical_name(l.module)) != Component::kEmbedding) {
@@ -286,7 +303,7 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
                   (scheme.source.empty() ? std::string("the checkpoint has no quantization config") : scheme.source) + " says " +
                   (want.empty() ? std::string("unquantized") : want));
     }
-    if (l.scale) done += l.scale->info->nbytes();
+    done += bytes_read(l);
     if (progress) progress(done, total);
   }
   d.check_fused(by_canon);

@@ -6,6 +6,7 @@
 //   block-scale-*     e4m3 block scales: NaN codes (S.1111.111), negative, zero; denormal ones
 //                     are a warning (fewer mantissa bits); ue8m0 NaN codes (0xFF); fp32 FP8-block
 //                     scales that are NaN, Inf, zero, negative or denormal
+//   weight-nan        e4m3 NaN codes in FP8 weights (with scan_fp8_weights: it reads them all)
 //   input-scale       NaN/Inf/zero/negative/denormal, 1/input_scale overflowing fp32 (error), or so
 //                     small that activations of a typical magnitude saturate (warning)
 //   fused-global-scale  gate/up (w1/w3) and q_a/kv (wq_a/wkv) parts with different global scales
@@ -42,6 +43,8 @@ struct DoctorOptions {
   // Activations whose block amax reaches this saturate the e4m3 activation scale when
   // 2688 * input_scale is below it; post-norm LLM activations routinely reach 1.
   float typical_activation_amax = 1.0f;
+  // Also read every FP8 weight byte for e4m3 NaN codes (reads the whole FP8 part of the checkpoint).
+  bool scan_fp8_weights = false;
 };
 
 struct DoctorReport {

@@ -69,7 +69,9 @@ CheckpointLayout scan_layout(const io::Checkpoint& ckpt) {
     std::optional<TensorRef> w = take(".weight_packed");
     const bool ct = w.has_value();
     if (!w) w = take(".weight");
-    const bool linear2d = w && w->info->shape.size() == 2;
+    // Empty tensors stay plain: a zero-size shape may carry any other dimension, even one
+    // whose arithmetic would overflow.
+    const bool linear2d = w && w->info->shape.size() == 2 && w->info->numel() > 0;
     if (linear2d && (w->info->dtype == Dtype::kU8 || w->info->dtype == Dtype::kI8)) {
       l.weight = w;
       l.rows = w->info->shape[0];
@@ -152,7 +154,9 @@ CheckpointLayout scan_layout(const io::Checkpoint& ckpt) {
     }
     // Whatever is left: plain tensors when the module has no weight, strays otherwise.
     for (const auto& [suffix, t] : parts) {
-      if (!l.weight) out.plain.push_back(t);
+      if (!l.weight && suffix != "" && suffix != ".scale" && suffix != ".weight")  // ".scale" alone also names hc scales
+        problem("extra-tensor", t, "a '" + suffix + "' companion with no linear weight beside it (" + module + ".weight)");
+      else if (!l.weight) out.plain.push_back(t);
       else problem("extra-tensor", t, "companion '" + suffix + "' does not belong to a " + io::to_string(l.weight->info->dtype) + " weight");
     }
     if (l.weight) out.linears.push_back(std::move(l));
