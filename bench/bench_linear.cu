@@ -8,7 +8,7 @@
 //     no call finds its weights in the 50 MB L2; the median of 7 repeats;
 //   - cuBLAS BF16 peak: an 8192^3 GEMM, measured once per run.
 // Output: a markdown table on stdout and one JSON object per row (--json FILE).
-// Usage: bench_linear [--json FILE] [--quick] [--m LIST]
+// Usage: bench_linear [--json FILE] [--quick] [--m LIST] [--only 'MODEL OP']
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 
@@ -150,9 +150,11 @@ int main(int argc, char** argv) {
   std::string json_path;
   std::vector<int64_t> ms = {1, 4, 16, 64, 256, 1024, 4096, 16384};
   bool quick = false;
+  std::string only;  // "model op" substring filter
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--json" && i + 1 < argc) json_path = argv[++i];
+    else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else if (a == "--quick") quick = true;
     else if (a == "--m" && i + 1 < argc) {
       ms.clear();
@@ -164,7 +166,7 @@ int main(int argc, char** argv) {
         pos = c == std::string::npos ? l.size() : c + 1;
       }
     } else {
-      std::fprintf(stderr, "usage: bench_linear [--json FILE] [--quick] [--m 1,4,16]\n");
+      std::fprintf(stderr, "usage: bench_linear [--json FILE] [--quick] [--m 1,4,16] [--only 'V4-Pro o_b']\n");
       return 2;
     }
   }
@@ -206,6 +208,7 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   for (const Shape& s : kShapes) {
     if (quick && std::string(s.op).rfind("shared", 0) == 0) continue;
+    if (!only.empty() && (std::string(s.model) + " " + s.op).find(only) == std::string::npos) continue;
     const W4Layout L = random_layout(rng, s);
     const int64_t n = L.rows, k = L.cols;
     const int64_t stream_bytes = w4_stream_bytes(L);
