@@ -160,6 +160,9 @@ TEST(Names, AllThreeNamingsMapToNative) {
   EXPECT_EQ(canonical_name("model.layers.0.mlp.shared_experts.up_proj.weight"), "layers.0.ffn.shared_experts.w3.weight");
   EXPECT_EQ(canonical_name("model.layers.0.mlp.experts.7.down_proj.weight"), "layers.0.ffn.experts.7.w2.weight");
   EXPECT_EQ(canonical_name("model.layers.0.mlp.gate.e_score_correction_bias"), "layers.0.ffn.gate.bias");
+  EXPECT_EQ(canonical_name("model.layers.0.mlp.gate"), "layers.0.ffn.gate");  // a module name, without ".weight"
+  EXPECT_EQ(canonical_name("model.layers.0.mlp.gate_proj"), "layers.0.mlp.gate_proj");
+  EXPECT_EQ(canonical_name("model.layers.0.self_attn.q_a_proj"), "layers.0.attn.wq_a");
   EXPECT_EQ(canonical_name("model.layers.0.attn_hc.fn"), "layers.0.hc_attn_fn");
   EXPECT_EQ(canonical_name("model.embed_tokens.weight"), "embed.weight");
   EXPECT_EQ(canonical_name("lm_head.weight"), "head.weight");
@@ -602,6 +605,124 @@ TEST(Doctor, Ue8m0AndFp32BlockScales) {
       EXPECT_NE(f.message.find("first at [3, 7]"), std::string::npos) << f.message;
     }
   EXPECT_EQ(hits, 1);
+}
+
+// Tiny Qwen3-MoE and DeepSeek-V3 checkpoints in transformers naming, names written by hand from
+// the transformers modeling files: the doctor finds them complete, then finds planted faults.
+std::vector<io::OwnedTensor> tiny_qwen3_tensors(std::mt19937_64& rng) {
+  std::vector<io::OwnedTensor> t;
+  auto bf = [&](std::string n, std::vector<int64_t> s) { t.push_back(test::random_tensor(rng, std::move(n), io::Dtype::kBF16, std::move(s), 0.05f)); };
+  bf("model.embed_tokens.weight", {32, 64});
+  bf("lm_head.weight", {32, 64});
+  bf("model.norm.weight", {64});
+  for (int L = 0; L < 2; ++L) {
+    const std::string p = "model.layers." + std::to_string(L) + ".";
+    bf(p + "input_layernorm.weight", {64});
+    bf(p + "post_attention_layernorm.weight", {64});
+    bf(p + "self_attn.q_proj.weight", {64, 64});  // 4 heads x 16
+    bf(p + "self_attn.k_proj.weight", {32, 64});  // 2 kv heads x 16
+    bf(p + "self_attn.v_proj.weight", {32, 64});
+    bf(p + "self_attn.o_proj.weight", {64, 64});
+    bf(p + "self_attn.q_norm.weight", {16});
+    bf(p + "self_attn.k_norm.weight", {16});
+    if (L == 0) {  // mlp_only_layers: [0]
+      bf(p + "mlp.gate_proj.weight", {96, 64});
+      bf(p + "mlp.up_proj.weight", {96, 64});
+      bf(p + "mlp.down_proj.weight", {64, 96});
+      continue;
+    }
+    bf(p + "mlp.gate.weight", {3, 64});
+    for (int e = 0; e < 3; ++e) {
+      const std::string q = p + "mlp.experts." + std::to_string(e) + ".";
+      bf(q + "gate_proj.weight", {32, 64});
+      bf(q + "up_proj.weight", {32, 64});
+      bf(q + "down_proj.weight", {64, 32});
+    }
+  }
+  return t;
+}
+
+weights::DoctorReport doctor_on(const TempDir& d, const std::string& sub, const std::vector<io::OwnedTensor>& t, const json& cfg) {
+  const fs::path p = d.path() / sub;
+  fs::create_directories(p);
+  io::write_safetensors(p / "model.safetensors", t);
+  test::write_text(p / "config.json", cfg.dump());
+  const io::ModelConfig mc = io::load_model_config(p);
+  return weights::run_doctor(io::Checkpoint::open(p), &mc, io::QuantScheme{});
+}
+
+std::string errors_of(const weights::DoctorReport& r) {
+  std::string s;
+  for (const auto& f : r.findings)
+    if (f.severity == weights::Severity::kError) s += f.check + " " + f.tensor + "; ";
+  return s;
+}
+
+TEST(Doctor, Qwen3MoeTensorSetAndShapes) {
+  test::SeededRng r;
+  TempDir d;
+  const json cfg = {{"model_type", "qwen3_moe"}, {"vocab_size", 32}, {"hidden_size", 64}, {"intermediate_size", 96},
+                    {"moe_intermediate_size", 32}, {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                    {"head_dim", 16}, {"num_experts", 3}, {"num_experts_per_tok", 2}, {"mlp_only_layers", {0}}};
+  std::vector<io::OwnedTensor> t = tiny_qwen3_tensors(r.rng);
+  const weights::DoctorReport clean = doctor_on(d, "clean", t, cfg);
+  EXPECT_EQ(clean.errors(), 0) << errors_of(clean);
+  EXPECT_EQ(clean.warnings(), 0);
+  std::erase_if(t, [](const io::OwnedTensor& x) { return x.spec.name == "model.layers.1.mlp.experts.1.down_proj.weight"; });
+  named(t, "model.layers.0.self_attn.k_proj.weight") = test::random_tensor(r.rng, "model.layers.0.self_attn.k_proj.weight", io::Dtype::kBF16, {64, 64}, 0.05f);
+  const weights::DoctorReport bad = doctor_on(d, "bad", t, cfg);
+  EXPECT_EQ(bad.errors(), 2) << errors_of(bad);
+  std::set<std::string> got;
+  for (const auto& f : bad.findings) got.insert(f.check + " " + f.tensor);
+  EXPECT_TRUE(got.count("missing-tensor layers.1.ffn.experts.1.w2.weight")) << errors_of(bad);
+  EXPECT_TRUE(got.count("shape-mismatch model.layers.0.self_attn.k_proj.weight")) << errors_of(bad);
+}
+
+TEST(Doctor, DeepSeekV3TensorSetIgnoresTheMtpLayer) {
+  test::SeededRng r;
+  TempDir d;
+  const json cfg = {{"model_type", "deepseek_v3"}, {"vocab_size", 32}, {"hidden_size", 64}, {"intermediate_size", 96},
+                    {"moe_intermediate_size", 32}, {"num_hidden_layers", 2}, {"num_attention_heads", 2}, {"num_key_value_heads", 2},
+                    {"q_lora_rank", 32}, {"kv_lora_rank", 16}, {"qk_nope_head_dim", 16}, {"qk_rope_head_dim", 8}, {"v_head_dim", 16},
+                    {"n_routed_experts", 2}, {"n_shared_experts", 1}, {"num_experts_per_tok", 1}, {"first_k_dense_replace", 1}};
+  std::vector<io::OwnedTensor> t;
+  auto bf = [&](std::string n, std::vector<int64_t> s) { t.push_back(test::random_tensor(r.rng, std::move(n), io::Dtype::kBF16, std::move(s), 0.05f)); };
+  bf("model.embed_tokens.weight", {32, 64});
+  bf("lm_head.weight", {32, 64});
+  bf("model.norm.weight", {64});
+  for (int L = 0; L < 3; ++L) {  // layer 2 is the MTP module
+    const std::string p = "model.layers." + std::to_string(L) + ".";
+    bf(p + "input_layernorm.weight", {64});
+    bf(p + "post_attention_layernorm.weight", {64});
+    bf(p + "self_attn.q_a_proj.weight", {32, 64});
+    bf(p + "self_attn.q_a_layernorm.weight", {32});
+    bf(p + "self_attn.q_b_proj.weight", {48, 32});
+    bf(p + "self_attn.kv_a_proj_with_mqa.weight", {24, 64});
+    bf(p + "self_attn.kv_a_layernorm.weight", {16});
+    bf(p + "self_attn.kv_b_proj.weight", {64, 16});
+    bf(p + "self_attn.o_proj.weight", {64, 32});
+    if (L == 0) {
+      bf(p + "mlp.gate_proj.weight", {96, 64});
+      bf(p + "mlp.up_proj.weight", {96, 64});
+      bf(p + "mlp.down_proj.weight", {64, 96});
+      continue;
+    }
+    bf(p + "mlp.gate.weight", {2, 64});
+    t.push_back(test::random_tensor(r.rng, p + "mlp.gate.e_score_correction_bias", io::Dtype::kF32, {2}, 0.1f));
+    for (int e = 0; e < 2; ++e)
+      for (const auto& [n, s] : {std::pair{"gate_proj", std::vector<int64_t>{32, 64}}, std::pair{"up_proj", std::vector<int64_t>{32, 64}},
+                                 std::pair{"down_proj", std::vector<int64_t>{64, 32}}})
+        bf(p + "mlp.experts." + std::to_string(e) + "." + n + ".weight", s);
+    bf(p + "mlp.shared_experts.gate_proj.weight", {32, 64});
+    bf(p + "mlp.shared_experts.up_proj.weight", {32, 64});
+    bf(p + "mlp.shared_experts.down_proj.weight", {64, 32});
+  }
+  const weights::DoctorReport clean = doctor_on(d, "clean", t, cfg);
+  EXPECT_EQ(clean.errors(), 0) << errors_of(clean);
+  named(t, "model.layers.1.self_attn.kv_b_proj.weight") =
+      test::random_tensor(r.rng, "model.layers.1.self_attn.kv_b_proj.weight", io::Dtype::kBF16, {48, 16}, 0.05f);
+  const weights::DoctorReport bad = doctor_on(d, "bad", t, cfg);
+  EXPECT_EQ(errors_of(bad), "shape-mismatch model.layers.1.self_attn.kv_b_proj.weight; ");
 }
 
 }  // namespace

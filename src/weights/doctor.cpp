@@ -1,7 +1,9 @@
 // Checkpoint doctor (see doctor.h).
 #include "weights/doctor.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -273,6 +275,97 @@ std::vector<ExpectedTensor> expected_deepseek_v4(const io::DeepSeekV4Config& c, 
   return e;
 }
 
+namespace {
+
+void expected_routed_experts(std::vector<ExpectedTensor>& e, const std::string& p, int64_t E, int64_t I, int64_t H, bool stacked) {
+  if (stacked) {
+    e.push_back({p + "ffn.experts.gate_up_proj", false, {E, 2 * I, H}});
+    e.push_back({p + "ffn.experts.down_proj", false, {E, H, I}});
+    return;
+  }
+  for (int64_t x = 0; x < E; ++x) {
+    const std::string q = p + "ffn.experts." + std::to_string(x) + ".";
+    e.push_back({q + "w1", true, {I, H}});
+    e.push_back({q + "w2", true, {H, I}});
+    e.push_back({q + "w3", true, {I, H}});
+  }
+}
+
+void expected_dense_mlp(std::vector<ExpectedTensor>& e, const std::string& p, int64_t I, int64_t H) {
+  e.push_back({p + "mlp.gate_proj", true, {I, H}});
+  e.push_back({p + "mlp.up_proj", true, {I, H}});
+  e.push_back({p + "mlp.down_proj", true, {H, I}});
+}
+
+}  // namespace
+
+// Names are canonical (weights/names.h), so the transformers renames shared with V4
+// (input_layernorm -> attn_norm, self_attn.q_a_proj -> attn.wq_a, mlp.gate -> ffn.gate, ...)
+// appear here in their native form.
+std::vector<ExpectedTensor> expected_deepseek_v3(const io::DeepSeekV3Config& c, bool stacked_experts) {
+  std::vector<ExpectedTensor> e;
+  const int64_t H = c.hidden_size, qk = c.qk_nope_head_dim + c.qk_rope_head_dim;
+  e.push_back({"embed", true, {c.vocab_size, H}});
+  e.push_back({"head", true, {c.vocab_size, H}});
+  e.push_back({"norm.weight", false, {H}});
+  for (int64_t L = 0; L < c.num_hidden_layers; ++L) {
+    const std::string p = "layers." + std::to_string(L) + ".";
+    e.push_back({p + "attn_norm.weight", false, {H}});
+    e.push_back({p + "ffn_norm.weight", false, {H}});
+    if (c.q_lora_rank) {
+      e.push_back({p + "attn.wq_a", true, {*c.q_lora_rank, H}});
+      e.push_back({p + "self_attn.q_a_layernorm.weight", false, {*c.q_lora_rank}});
+      e.push_back({p + "attn.wq_b", true, {c.num_attention_heads * qk, *c.q_lora_rank}});
+    } else {
+      e.push_back({p + "self_attn.q_proj", true, {c.num_attention_heads * qk, H}});
+    }
+    e.push_back({p + "self_attn.kv_a_proj_with_mqa", true, {c.kv_lora_rank + c.qk_rope_head_dim, H}});
+    e.push_back({p + "self_attn.kv_a_layernorm.weight", false, {c.kv_lora_rank}});
+    e.push_back({p + "self_attn.kv_b_proj", true, {c.num_attention_heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}});
+    e.push_back({p + "self_attn.o_proj", true, {H, c.num_attention_heads * c.v_head_dim}});
+    if (L < c.first_k_dense_replace || L % c.moe_layer_freq != 0) {
+      expected_dense_mlp(e, p, c.intermediate_size, H);
+      continue;
+    }
+    const int64_t I = c.moe_intermediate_size, S = I * std::max<int64_t>(c.n_shared_experts, 1);
+    e.push_back({p + "ffn.gate", true, {c.n_routed_experts, H}});
+    e.push_back({p + "ffn.gate.bias", false, {c.n_routed_experts}});
+    expected_routed_experts(e, p, c.n_routed_experts, I, H, stacked_experts);
+    e.push_back({p + "ffn.shared_experts.w1", true, {S, H}});
+    e.push_back({p + "ffn.shared_experts.w2", true, {H, S}});
+    e.push_back({p + "ffn.shared_experts.w3", true, {S, H}});
+  }
+  return e;
+}
+
+std::vector<ExpectedTensor> expected_qwen3_moe(const io::Qwen3MoeConfig& c, bool stacked_experts) {
+  std::vector<ExpectedTensor> e;
+  const int64_t H = c.hidden_size, hd = c.head_dim;
+  e.push_back({"embed", true, {c.vocab_size, H}});
+  if (!c.tie_word_embeddings) e.push_back({"head", true, {c.vocab_size, H}});
+  e.push_back({"norm.weight", false, {H}});
+  for (int64_t L = 0; L < c.num_hidden_layers; ++L) {
+    const std::string p = "layers." + std::to_string(L) + ".";
+    e.push_back({p + "attn_norm.weight", false, {H}});
+    e.push_back({p + "ffn_norm.weight", false, {H}});
+    e.push_back({p + "self_attn.q_proj", true, {c.num_attention_heads * hd, H}});
+    e.push_back({p + "self_attn.k_proj", true, {c.num_key_value_heads * hd, H}});
+    e.push_back({p + "self_attn.v_proj", true, {c.num_key_value_heads * hd, H}});
+    e.push_back({p + "self_attn.o_proj", true, {H, c.num_attention_heads * hd}});
+    e.push_back({p + "self_attn.q_norm.weight", false, {hd}});
+    e.push_back({p + "self_attn.k_norm.weight", false, {hd}});
+    const bool dense = std::find(c.mlp_only_layers.begin(), c.mlp_only_layers.end(), L) != c.mlp_only_layers.end() ||
+                       (L + 1) % c.decoder_sparse_step != 0;
+    if (dense) {
+      expected_dense_mlp(e, p, c.intermediate_size, H);
+      continue;
+    }
+    e.push_back({p + "ffn.gate", true, {c.num_experts, H}});
+    expected_routed_experts(e, p, c.num_experts, c.moe_intermediate_size, H, stacked_experts);
+  }
+  return e;
+}
+
 DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* config, const io::QuantScheme& scheme,
                         const DoctorOptions& opt, const DoctorProgress& progress) {
   DoctorReport r;
@@ -310,7 +403,7 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
 
   if (!config) {
     r.findings.push_back({Severity::kWarning, "no-config", "", ckpt.dir().string(), "no config.json: missing/extra tensor and shape checks skipped"});
-  } else if (config->v4) {
+  } else {
     bool stacked = false;
     for (const io::TensorRef& t : layout.plain) stacked |= canonical_name(t.info->name).find("ffn.experts.gate_up_proj") != std::string::npos;
     struct Actual {
@@ -327,7 +420,10 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
     }
     std::set<std::string> expected_names;
     const std::string cfg = (ckpt.dir() / "config.json").string();
-    for (const ExpectedTensor& e : expected_deepseek_v4(*config->v4, stacked)) {
+    const std::vector<ExpectedTensor> expected = config->v4   ? expected_deepseek_v4(*config->v4, stacked)
+                                                 : config->v3 ? expected_deepseek_v3(*config->v3, stacked)
+                                                              : expected_qwen3_moe(*config->qwen3, stacked);
+    for (const ExpectedTensor& e : expected) {
       expected_names.insert(e.name);
       const auto it = actual.find(e.name);
       if (it == actual.end() || it->second.linear != e.linear) {
@@ -339,13 +435,13 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
         d.add(Severity::kError, "shape-mismatch", it->second.ref,
               (e.linear ? "linear is " : "tensor is ") + shape_str(it->second.shape) + ", " + cfg + " implies " + shape_str(e.shape));
     }
-    for (const auto& [name, a] : actual)
-      if (!expected_names.count(name) && component_of(name) != Component::kMtp)
-        d.add(Severity::kError, "extra-tensor", a.ref, "not part of a DeepSeek-V4 model with this config.json");
-  } else {
-    r.findings.push_back({Severity::kWarning, "config-checks", "", ckpt.dir().string(),
-                          std::string("tensor set and shape checks against config.json are implemented for DeepSeek-V4 only (this is ") +
-                              io::to_string(config->arch) + ")"});
+    for (const auto& [name, a] : actual) {
+      if (expected_names.count(name) || component_of(name) == Component::kMtp) continue;
+      // DeepSeek-V3 stores its MTP module as the layers past num_hidden_layers.
+      if (config->v3 && name.starts_with("layers.") && std::atoll(name.c_str() + 7) >= config->v3->num_hidden_layers) continue;
+      d.add(Severity::kError, "extra-tensor", a.ref,
+            std::string("not part of a ") + io::to_string(config->arch) + " model with this config.json");
+    }
   }
   return r;
 }

@@ -12,7 +12,8 @@
 //   fused-global-scale  gate/up (w1/w3) and q_a/kv (wq_a/wkv) parts with different global scales
 //                     (warning: fp4moe keeps one per part; the message gives the error a runtime
 //                     sharing one scale would make)
-//   missing-tensor / extra-tensor / shape-mismatch   against the config (DeepSeek-V4) and
+//   missing-tensor / extra-tensor / shape-mismatch   against config.json (DeepSeek-V4, -V3,
+//                     Qwen3-MoE) and
 //                     between a weight and its companions
 //   scheme-mismatch   a layer stored in another format than the quantization config says
 // Errors make `doctor` exit 1; warnings are reported and, with --strict, count as errors.
@@ -63,7 +64,7 @@ using DoctorProgress = std::function<void(uint64_t, uint64_t)>;
 DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* config, const io::QuantScheme& scheme,
                         const DoctorOptions& opt = {}, const DoctorProgress& progress = {});
 
-// What a DeepSeek-V4 checkpoint holds for this config, in canonical names (weights/names.h):
+// What a checkpoint of each architecture holds for its config, in canonical names (weights/names.h):
 // linear modules with their logical [out, in] shape, and plain tensors with their shape.
 struct ExpectedTensor {
   std::string name;  // module for linears, full tensor name otherwise
@@ -71,5 +72,7 @@ struct ExpectedTensor {
   std::vector<int64_t> shape;
 };
 std::vector<ExpectedTensor> expected_deepseek_v4(const io::DeepSeekV4Config& c, bool stacked_experts);
+std::vector<ExpectedTensor> expected_deepseek_v3(const io::DeepSeekV3Config& c, bool stacked_experts);
+std::vector<ExpectedTensor> expected_qwen3_moe(const io::Qwen3MoeConfig& c, bool stacked_experts);
 
 }  // namespace fp4moe::weights

@@ -67,7 +67,8 @@ std::string canonical_name(std::string_view name) {
   if (!starts_with(s, "layers.")) return s;
   const size_t dot = s.find('.', 7);
   if (dot == std::string::npos) return s;
-  std::string rest = s.substr(dot + 1);
+  // A trailing '.' lets fragments that end in '.' ("mlp.gate.") match a module name too.
+  std::string rest = s.substr(dot + 1) + ".";
   for (const auto& [from, to] : kRenames)
     if (rest.find(from) != std::string::npos) {
       replace_first(rest, from, to);
@@ -81,6 +82,7 @@ std::string canonical_name(std::string_view name) {
     replace_first(rest, ".down_proj", ".w2");
   }
   if (starts_with_path(rest, "attn.norm")) rest.replace(0, 9, "attn.kv_norm");  // save_pretrained's kv norm
+  rest.pop_back();
   return s.substr(0, dot + 1) + rest;
 }
 
