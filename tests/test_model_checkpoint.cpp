@@ -80,10 +80,10 @@ TEST(ModelCheckpoint, QuantizedCheckpointsEqualQuantizingInMemory) {
     opt.scheme = scheme;
     weights::quantize_checkpoint(io::Checkpoint::open(d.path / "tiny"), out, opt);
     const LoadedCheckpoint q = load_v4_checkpoint(out);
-    EXPECT_EQ(q.weights.layers[1].moe.gate_up[0].format,
+    EXPECT_EQ(q.weights.layers[1].moe.gate_up[0].fused.format,
               scheme == weights::TargetScheme::kNVFP4 ? MatrixFormat::kNVFP4 : MatrixFormat::kMXFP4);
     // NVFP4 experts keep one global scale per part of the fused gate|up matrix.
-    if (scheme == weights::TargetScheme::kNVFP4) EXPECT_EQ(q.weights.layers[1].moe.gate_up[0].ranges.size(), 2u);
+    if (scheme == weights::TargetScheme::kNVFP4) EXPECT_EQ(q.weights.layers[1].moe.gate_up[0].fused.ranges.size(), 2u);
     const std::vector<float> l = logits_of(q.config, q.weights, kIds);
     ASSERT_EQ(test::count_non_finite(l.data(), int64_t(l.size())), 0);
     const std::vector<float> ref = logits_of(c, load_v4_weights(c, quantized_in_memory(mem, scheme)), kIds);

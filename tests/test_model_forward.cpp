@@ -12,7 +12,10 @@
 #include <vector>
 
 #include "model/model.h"
+#include "formats/codecs.h"
+#include "formats/quantize.h"
 #include "model/tiny.h"
+#include "ops/cpu/linear_ref.h"
 #include "util/test_util.h"
 
 namespace fp4moe::model {
@@ -107,6 +110,36 @@ TEST(ModelForward, LogitsAreNotFlat) {
   EXPECT_GT(*hi - *lo, 1.0f);
   const std::vector<float> p0(l.begin(), l.begin() + V), p19(l.end() - V, l.end());
   EXPECT_GT(max_abs_diff(p0, p19), 0.1f);
+}
+
+// Every weight format runs through the same forward: MXFP4 and FP8-block weights (e2m1 or
+// e4m3 times a power of two: exact in bf16) give bit for bit the logits of BF16 matrices
+// holding their dequantized values. The FP8 case also covers expert gate/up pairs that cannot
+// be stacked (32 rows, not a multiple of 128) and output-projection groups sliced inside one
+// 128-row scale block.
+TEST(ModelForward, QuantizedFormatsEqualTheirDequantizedWeights) {
+  test::SeededRng r;
+  const V4Config c = tiny_v4_config();
+  const InMemoryWeights w = make_tiny_weights(c, r.seed);
+  const std::vector<int32_t> ids = random_ids(r.rng, 30, c.vocab_size);
+  for (MatrixFormat f : {MatrixFormat::kMXFP4, MatrixFormat::kFP8Block}) {
+    SCOPED_TRACE(to_string(f));
+    InMemoryWeights q = w, deq = w;
+    for (auto& [name, m] : q.matrices) {
+      std::vector<float> v(static_cast<size_t>(m.rows * m.cols));
+      cpu::dequantize(m.view(), v.data());
+      m = f == MatrixFormat::kMXFP4 ? quantize_mxfp4(v.data(), m.rows, m.cols)
+                                    : quantize_fp8_block(v.data(), m.rows, m.cols, ScaleKind::kUe8m0);
+      cpu::dequantize(m.view(), v.data());
+      deq.matrices[name] = make_bf16_matrix(v.data(), m.rows, m.cols);
+      for (size_t i = 0; i < v.size(); i += 97) ASSERT_EQ(round_to_bf16(v[i]), v[i]) << name << " not exact in bf16";
+    }
+    const V4Model mq(c, load_v4_weights(c, q), ModelOptions{cpu::ActDType::kBF16, nullptr});
+    const V4Model md(c, load_v4_weights(c, deq), ModelOptions{cpu::ActDType::kBF16, nullptr});
+    if (f == MatrixFormat::kFP8Block) EXPECT_TRUE(mq.weights().layers[0].moe.gate_up[0].split);
+    EXPECT_EQ(mq.weights().layers[0].attn.wo_a[1].format, f);
+    EXPECT_EQ(max_abs_diff(run_chunks(mq, ids, {30}), run_chunks(md, ids, {30})), 0.0f);
+  }
 }
 
 TEST(ModelForward, TokenOutsideTheVocabularyIsAnError) {

@@ -18,6 +18,18 @@ std::vector<float> V4Model::moe(int64_t layer, const float* x, int64_t S, std::s
   const int64_t H = cfg_.hidden_size, E = cfg_.n_routed_experts, K = cfg_.num_experts_per_tok;
   const int64_t I = cfg_.moe_intermediate_size;
 
+  // [gate | up] rows of n tokens, fused or from the two matrices.
+  std::vector<float> part;
+  auto gate_up = [&](const float* in, int64_t n, const GateUp& w, float* out) {
+    if (!w.split) return linear(in, n, w.fused, out);
+    part.resize(static_cast<size_t>(n * I));
+    for (const Matrix* mat : {&w.gate, &w.up}) {
+      linear(in, n, *mat, part.data());
+      const int64_t off = mat == &w.gate ? 0 : I;
+      for (int64_t t = 0; t < n; ++t) std::copy_n(&part[static_cast<size_t>(t * I)], I, out + t * 2 * I + off);
+    }
+  };
+
   // Router.
   std::vector<float> scores(static_cast<size_t>(S * E));
   linear(x, S, m.gate, scores.data());
@@ -47,7 +59,7 @@ std::vector<float> V4Model::moe(int64_t layer, const float* x, int64_t S, std::s
     gu.resize(static_cast<size_t>(n * 2 * I));
     act.resize(static_cast<size_t>(n * I));
     y.resize(static_cast<size_t>(n * H));
-    linear(xs.data(), n, m.gate_up[static_cast<size_t>(e)], gu.data());
+    gate_up(xs.data(), n, m.gate_up[static_cast<size_t>(e)], gu.data());
     cpu::swiglu_clamped(gu.data(), n, I, cfg_.swiglu_limit, dt, act.data());
     linear(act.data(), n, m.down[static_cast<size_t>(e)], y.data());
     for (int64_t i = 0; i < n; ++i) {
@@ -62,7 +74,7 @@ std::vector<float> V4Model::moe(int64_t layer, const float* x, int64_t S, std::s
   gu.resize(static_cast<size_t>(S * 2 * I));
   act.resize(static_cast<size_t>(S * I));
   y.resize(static_cast<size_t>(S * H));
-  linear(x, S, m.shared_gate_up, gu.data());
+  gate_up(x, S, m.shared_gate_up, gu.data());
   cpu::swiglu_clamped(gu.data(), S, I, cfg_.swiglu_limit, dt, act.data());
   linear(act.data(), S, m.shared_down, y.data());
   for (int64_t i = 0; i < S * H; ++i)

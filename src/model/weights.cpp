@@ -106,6 +106,21 @@ CompressorWeights load_compressor(const Loader& ld, int64_t i, const std::string
 
 }  // namespace
 
+GateUp join_gate_up(Matrix gate, Matrix up) {
+  GateUp gu;
+  const bool stackable = gate.format == up.format && gate.scale_kind == up.scale_kind &&
+                         (gate.format != MatrixFormat::kFP8Block || gate.rows % kFp8BlockRows == 0);
+  if (stackable) {
+    const Matrix* parts[] = {&gate, &up};
+    gu.fused = concat_rows(parts);
+  } else {
+    gu.gate = std::move(gate);
+    gu.up = std::move(up);
+    gu.split = true;
+  }
+  return gu;
+}
+
 Matrix matrix_row_slice(const Matrix& m, int64_t begin, int64_t count) {
   if (begin < 0 || count <= 0 || begin + count > m.rows)
     throw std::invalid_argument("matrix_row_slice: rows out of range");
@@ -116,12 +131,14 @@ Matrix matrix_row_slice(const Matrix& m, int64_t begin, int64_t count) {
   s.cols = m.cols;
   const int64_t row_bytes = matrix_data_bytes(m.format, 1, m.cols);
   if (m.format == MatrixFormat::kFP8Block) {
-    if (begin % kFp8BlockRows != 0 || (count % kFp8BlockRows != 0 && begin + count != m.rows))
-      throw std::invalid_argument("matrix_row_slice: FP8 block rows must be sliced on 128-row boundaries");
-    const int64_t sc_row = matrix_scale_bytes(m.format, m.scale_kind, kFp8BlockRows, m.cols);
-    s.scales.assign(m.scales.begin() + (begin / kFp8BlockRows) * sc_row,
-                    m.scales.begin() + std::min<int64_t>(int64_t(m.scales.size()),
-                                                         ((begin + count + kFp8BlockRows - 1) / kFp8BlockRows) * sc_row));
+    const bool aligned = begin % kFp8BlockRows == 0;
+    const bool inside_one = begin / kFp8BlockRows == (begin + count - 1) / kFp8BlockRows;
+    if (!aligned && !inside_one)
+      throw std::invalid_argument("matrix_row_slice: an FP8 block-scaled slice must start on a 128-row boundary or "
+                                  "lie inside one 128-row block");
+    const int64_t sc_row = matrix_scale_bytes(m.format, m.scale_kind, kFp8BlockRows, m.cols);  // one block row
+    const int64_t first = begin / kFp8BlockRows, last = (begin + count - 1) / kFp8BlockRows;
+    s.scales.assign(m.scales.begin() + first * sc_row, m.scales.begin() + (last + 1) * sc_row);
   } else if (m.format != MatrixFormat::kBF16) {
     const int64_t sc_row = matrix_scale_bytes(m.format, m.scale_kind, 1, m.cols);
     s.scales.assign(m.scales.begin() + begin * sc_row, m.scales.begin() + (begin + count) * sc_row);
@@ -209,14 +226,12 @@ V4Weights load_v4_weights(const V4Config& c, const WeightSource& src) {
       const std::string p = "ffn.experts." + std::to_string(e) + ".";
       const Matrix g = ld.mat(L(i, {(p + "w1.weight").c_str()}), I, H);
       const Matrix u = ld.mat(L(i, {(p + "w3.weight").c_str()}), I, H);
-      const Matrix* parts[] = {&g, &u};
-      m.gate_up.push_back(concat_rows(parts));
+      m.gate_up.push_back(join_gate_up(g, u));
       m.down.push_back(ld.mat(L(i, {(p + "w2.weight").c_str()}), H, I));
     }
     const Matrix sg = ld.mat(L(i, {"ffn.shared_experts.w1.weight", "mlp.shared_experts.gate_proj.weight"}), I, H);
     const Matrix su = ld.mat(L(i, {"ffn.shared_experts.w3.weight", "mlp.shared_experts.up_proj.weight"}), I, H);
-    const Matrix* sparts[] = {&sg, &su};
-    m.shared_gate_up = concat_rows(sparts);
+    m.shared_gate_up = join_gate_up(sg, su);
     m.shared_down = ld.mat(L(i, {"ffn.shared_experts.w2.weight", "mlp.shared_experts.down_proj.weight"}), H, I);
   }
   return w;

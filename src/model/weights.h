@@ -46,13 +46,24 @@ struct AttentionWeights {
   Matrix index_wq_b, index_weights_proj;        // CSA only
 };
 
+// An expert's gate (w1) and up (w3): one fused [2I, hidden] matrix whose two parts keep their
+// own global scales, or the two apart when the format cannot stack them (FP8 blocks of 128 rows
+// that would straddle the parts).
+struct GateUp {
+  Matrix fused;
+  Matrix gate, up;
+  bool split = false;
+};
+GateUp join_gate_up(Matrix gate, Matrix up);
+
 struct MoeWeights {
   Matrix gate;                   // router [E, hidden]
   std::vector<float> bias;       // e_score_correction_bias [E] (scored layers)
   std::vector<int32_t> tid2eid;  // [vocab, top_k] (hash layers)
-  std::vector<Matrix> gate_up;   // per expert [2I, hidden]
+  std::vector<GateUp> gate_up;   // per expert [2I, hidden]
   std::vector<Matrix> down;      // per expert [hidden, I]
-  Matrix shared_gate_up, shared_down;
+  GateUp shared_gate_up;
+  Matrix shared_down;
 };
 
 struct LayerWeights {
@@ -72,8 +83,9 @@ struct V4Weights {
 
 V4Weights load_v4_weights(const V4Config& c, const WeightSource& src);
 
-// Rows [begin, begin + count) of a matrix (BF16, NVFP4, MXFP4 any rows; FP8 block on
-// 128-row boundaries), keeping each row's global scale.
+// Rows [begin, begin + count) of a matrix, keeping each row's global scale: BF16, NVFP4 and
+// MXFP4 any rows; FP8 block when the slice starts on a 128-row boundary or lies inside one
+// 128-row block (its rows then share that block's scales).
 Matrix matrix_row_slice(const Matrix& m, int64_t begin, int64_t count);
 
 }  // namespace fp4moe::model
