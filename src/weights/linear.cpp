@@ -53,7 +53,10 @@ CheckpointLayout scan_layout(const io::Checkpoint& ckpt) {
   }
 
   CheckpointLayout out;
-  for (auto& [module, parts] : groups) {
+  for (auto& group : groups) {
+    // Named, not structured bindings: lambdas below capture them (clang 14 cannot capture bindings).
+    const std::string& module = group.first;
+    auto& parts = group.second;
     auto take = [&](const char* s) -> std::optional<TensorRef> {
       const auto it = parts.find(s);
       if (it == parts.end()) return std::nullopt;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the safetensors fuzz target with clang (ASan + UBSan + libFuzzer) in its own folder and
+# Builds the checkpoint-reader fuzz target with clang (ASan + UBSan + libFuzzer) in its own folder and
 # fuzzes the reader for a bounded time, starting from the seed corpus.
 #   run_fuzz.sh SOURCE_ROOT BUILD_DIR SECONDS
 # Exit 0: no crash; 1: a crash (the reproducer is in BUILD_DIR, printed below); 77: no clang
