@@ -7,7 +7,9 @@
 //           fills one wave of resident CTAs; partial sums go to an fp32 workspace and the last
 //           CTA of a tile adds them in split order (deterministic, no float atomics).
 //   prefill (M > 64): compute-bound. CTA tile 128 rows x 128 tokens x 64 k, 8 warps,
-//           activations through a 3-stage cp.async pipeline, weights straight to registers.
+//           activations and weight tiles through a cp.async pipeline; two kernels:
+//           wgmma (dequantized weights as the register A operand; M <= 512) and
+//           mma.sync (M > 512), chosen by measurement.
 #pragma once
 
 #include <algorithm>
@@ -27,6 +29,7 @@ inline constexpr int kDecodeMaxM = 64;
 inline constexpr int kDecodeRowsPerCta = 128;
 inline constexpr int kPrefillTileRows = 128;
 inline constexpr int kPrefillTileTokens = 128;
+inline constexpr int kPrefillWgmmaMaxM = 512;
 
 // Decode token tiles for m tokens: the closed list of instantiations.
 inline int decode_mtiles(int64_t m) { return m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8; }
@@ -55,7 +58,9 @@ inline W4Config choose_w4_config(int64_t m, int64_t n, int64_t k, int num_sms) {
     c.mtiles = decode_mtiles(m);
     c.splits = decode_splits(n, k, num_sms, c.mtiles);
   } else {
-    c.kernel = W4Kernel::kPrefill;
+    // Measured on H100 (bench/RESULTS.md): the wgmma kernel wins up to ~512 tokens, the
+    // mma.sync kernel (2 CTAs/SM) by ~5% above.
+    c.kernel = m <= kPrefillWgmmaMaxM ? W4Kernel::kPrefillWgmma : W4Kernel::kPrefill;
   }
   return c;
 }
