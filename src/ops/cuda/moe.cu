@@ -1,0 +1,351 @@
+// Validation, weight upload and orchestration of the CUDA MoE layer (see moe.h).
+#include "ops/cuda/moe.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "ops/cuda/w4a16_layout.h"
+
+namespace fp4moe::cuda {
+namespace {
+
+std::string where(const MoeSpec& s) {
+  return "MoE layer (" + std::string(to_string(s.format)) + ", hidden " + std::to_string(s.hidden) + ", inter " +
+         std::to_string(s.inter) + ", " + std::to_string(s.n_local) + " local experts" + (s.has_shared ? " + shared" : "") +
+         ")";
+}
+
+int64_t code_bytes(int64_t rows, int64_t cols) { return ((rows + 15) / 16) * ((cols + 63) / 64) * kTileCodeBytes; }
+int64_t scale_bytes(MatrixFormat f, int64_t rows, int64_t cols) {
+  return ((rows + 15) / 16) * ((cols + 63) / 64) * (f == MatrixFormat::kNVFP4 ? kNvScaleBytesPerTile : kMxScaleBytesPerTile);
+}
+
+MoeRouterKind device_kind(cpu::RouterKind k) {
+  switch (k) {
+    case cpu::RouterKind::kV4Scored: return MoeRouterKind::kV4Scored;
+    case cpu::RouterKind::kV4Hash: return MoeRouterKind::kV4Hash;
+    case cpu::RouterKind::kV3Grouped: return MoeRouterKind::kV3Grouped;
+    case cpu::RouterKind::kSoftmax: return MoeRouterKind::kSoftmax;
+  }
+  return MoeRouterKind::kV4Scored;
+}
+
+struct Plan {
+  int mt_routed, mt_shared;
+  bool one_launch;
+};
+Plan plan_for(const MoeLayer& L, int64_t T, const MoeOptions& opt) {
+  const int64_t k = L.spec.router.top_k;
+  Plan p;
+  p.mt_routed = opt.mtiles ? *opt.mtiles : moe_mtiles((T * k + L.spec.n_local - 1) / L.spec.n_local);
+  p.mt_shared = L.spec.has_shared ? std::max(p.mt_routed, moe_mtiles(T)) : p.mt_routed;
+  p.one_launch = p.mt_shared == p.mt_routed;
+  return p;
+}
+
+}  // namespace
+
+int moe_mtiles(int64_t pairs_per_slot) {
+  return pairs_per_slot <= 8 ? 1 : pairs_per_slot <= 16 ? 2 : pairs_per_slot <= 32 ? 4 : 8;
+}
+
+MoeLayer MoeLayer::create(const MoeSpec& spec) {
+  const std::string w = where(spec);
+  cpu::validate_router(spec.router);
+  if (spec.format != MatrixFormat::kNVFP4 && spec.format != MatrixFormat::kMXFP4)
+    throw std::invalid_argument(w + ": experts must be NVFP4 or MXFP4");
+  if (spec.hidden <= 0 || spec.hidden % 64 != 0) throw std::invalid_argument(w + ": hidden must be a positive multiple of 64");
+  if (spec.inter <= 0 || spec.inter % 64 != 0) throw std::invalid_argument(w + ": inter must be a positive multiple of 64");
+  if (spec.n_local <= 0) throw std::invalid_argument(w + ": needs at least one local expert");
+  if (spec.n_local + (spec.has_shared ? 1 : 0) > kMoeMaxSlots)
+    throw std::invalid_argument(w + ": more than " + std::to_string(kMoeMaxSlots) + " expert slots");
+  if (spec.router.n_experts > kMoeMaxExperts)
+    throw std::invalid_argument(w + ": more than " + std::to_string(kMoeMaxExperts) + " router experts");
+  if (!(spec.swiglu_limit > 0.0f)) throw std::invalid_argument(w + ": swiglu_limit must be > 0");
+  check_cuda(moe_prepare_kernels(), w + ": raising the grouped kernels' shared-memory limit");
+  MoeLayer L;
+  L.spec = spec;
+  L.slots = spec.n_local + (spec.has_shared ? 1 : 0);
+  L.gu_ktiles = (spec.hidden + 63) / 64;
+  L.dn_ktiles = (spec.inter + 63) / 64;
+  L.gu_code_stride = code_bytes(2 * spec.inter, spec.hidden);
+  L.gu_scale_stride = scale_bytes(spec.format, 2 * spec.inter, spec.hidden);
+  L.dn_code_stride = code_bytes(spec.hidden, spec.inter);
+  L.dn_scale_stride = scale_bytes(spec.format, spec.hidden, spec.inter);
+  auto zeroed = [&](int64_t bytes, const char* what) {
+    DeviceBuffer b(static_cast<size_t>(bytes), what);
+    check_cuda(cudaMemset(b.get(), 0, static_cast<size_t>(bytes)), w + ": memset");
+    return b;
+  };
+  L.gu_codes = zeroed(L.gu_code_stride * L.slots, "MoE gate|up codes");
+  L.gu_scales = zeroed(L.gu_scale_stride * L.slots, "MoE gate|up scales");
+  L.dn_codes = zeroed(L.dn_code_stride * L.slots, "MoE down codes");
+  L.dn_scales = zeroed(L.dn_scale_stride * L.slots, "MoE down scales");
+  std::vector<float> ones(static_cast<size_t>(2 * L.slots), 1.0f);
+  L.gu_gscale = DeviceBuffer(ones.size() * 4, "MoE global scales");
+  L.gu_gscale.upload(ones.data(), ones.size() * 4);
+  L.dn_gscale = DeviceBuffer(static_cast<size_t>(L.slots) * 4, "MoE global scales");
+  L.dn_gscale.upload(ones.data(), static_cast<size_t>(L.slots) * 4);
+  std::vector<int32_t> map(static_cast<size_t>(spec.router.n_experts));
+  for (size_t g = 0; g < map.size(); ++g) map[g] = static_cast<int32_t>(g) < spec.n_local ? static_cast<int32_t>(g) : -1;
+  L.expert_map = DeviceBuffer(map.size() * 4, "MoE expert map");
+  L.set_expert_map(map);
+  check_cuda(cudaDeviceSynchronize(), w + ": create");
+  return L;
+}
+
+namespace {
+void upload_slot(MoeLayer& L, int slot, const MatrixView& gu, const MatrixView& dn, const std::string& what) {
+  const MoeSpec& s = L.spec;
+  if (gu.format != s.format || dn.format != s.format)
+    throw std::invalid_argument(what + ": expert format differs from the layer's " + to_string(s.format));
+  if (gu.rows != 2 * s.inter || gu.cols != s.hidden)
+    throw std::invalid_argument(what + ": gate_up must be " + shape_str({2 * s.inter, s.hidden}) + ", got " +
+                                shape_str({gu.rows, gu.cols}));
+  if (dn.rows != s.hidden || dn.cols != s.inter)
+    throw std::invalid_argument(what + ": down must be " + shape_str({s.hidden, s.inter}) + ", got " +
+                                shape_str({dn.rows, dn.cols}));
+  float g[2];
+  if (gu.num_ranges == 1) {
+    g[0] = g[1] = gu.ranges[0].global_scale;
+  } else if (gu.num_ranges == 2 && gu.ranges[1].row_begin == s.inter) {
+    g[0] = gu.ranges[0].global_scale;
+    g[1] = gu.ranges[1].global_scale;
+  } else {
+    throw std::invalid_argument(what + ": gate_up needs one global scale or two ranges split at row " +
+                                std::to_string(s.inter));
+  }
+  if (dn.num_ranges != 1) throw std::invalid_argument(what + ": down needs exactly one global scale");
+  const float gd = dn.ranges[0].global_scale;
+  const W4Layout Lg = repack_w4(gu), Ld = repack_w4(dn);
+  if (static_cast<int64_t>(Lg.codes.size()) != L.gu_code_stride || static_cast<int64_t>(Ld.codes.size()) != L.dn_code_stride)
+    throw std::logic_error(what + ": repacked size differs from the slot stride");
+  auto put = [&](DeviceBuffer& b, int64_t stride, const std::vector<uint8_t>& v) {
+    check_cuda(cudaMemcpy(b.get<uint8_t>() + slot * stride, v.data(), v.size(), cudaMemcpyHostToDevice), what + ": upload");
+  };
+  put(L.gu_codes, L.gu_code_stride, Lg.codes);
+  put(L.gu_scales, L.gu_scale_stride, Lg.scales);
+  put(L.dn_codes, L.dn_code_stride, Ld.codes);
+  put(L.dn_scales, L.dn_scale_stride, Ld.scales);
+  check_cuda(cudaMemcpy(L.gu_gscale.get<float>() + 2 * slot, g, 8, cudaMemcpyHostToDevice), what + ": upload");
+  check_cuda(cudaMemcpy(L.dn_gscale.get<float>() + slot, &gd, 4, cudaMemcpyHostToDevice), what + ": upload");
+}
+}  // namespace
+
+void MoeLayer::upload_expert(int slot, const MatrixView& gate_up, const MatrixView& down) {
+  const std::string w = where(spec) + ": expert slot " + std::to_string(slot);
+  if (slot < 0 || slot >= spec.n_local) throw std::invalid_argument(w + " is not a local slot");
+  upload_slot(*this, slot, gate_up, down, w);
+}
+
+void MoeLayer::upload_shared(const MatrixView& gate_up, const MatrixView& down) {
+  const std::string w = where(spec) + ": shared expert";
+  if (!spec.has_shared) throw std::invalid_argument(w + ": the layer was created without one");
+  upload_slot(*this, spec.n_local, gate_up, down, w);
+}
+
+void MoeLayer::set_expert_map(const std::vector<int32_t>& map) {
+  const std::string w = where(spec) + ": expert map";
+  if (static_cast<int64_t>(map.size()) != spec.router.n_experts)
+    throw std::invalid_argument(w + " has " + std::to_string(map.size()) + " entries for " +
+                                std::to_string(spec.router.n_experts) + " experts");
+  for (size_t g = 0; g < map.size(); ++g)
+    if (map[g] < -1 || map[g] >= spec.n_local)
+      throw std::invalid_argument(w + ": expert " + std::to_string(g) + " -> slot " + std::to_string(map[g]) +
+                                  " (slots are 0.." + std::to_string(spec.n_local - 1) + " or -1)");
+  expert_map.upload(map.data(), map.size() * 4);
+  check_cuda(cudaDeviceSynchronize(), w);
+}
+
+void MoeLayer::set_bias(const std::vector<float>& b) {
+  if (static_cast<int64_t>(b.size()) != spec.router.n_experts)
+    throw std::invalid_argument(where(spec) + ": bias needs one value per expert");
+  bias = DeviceBuffer(b.size() * 4, "MoE router bias");
+  bias.upload(b.data(), b.size() * 4);
+  check_cuda(cudaDeviceSynchronize(), "MoE set_bias");
+}
+
+void MoeLayer::set_tid2eid(const std::vector<int32_t>& t) {
+  if (static_cast<int64_t>(t.size()) != spec.router.vocab * spec.router.top_k)
+    throw std::invalid_argument(where(spec) + ": tid2eid must be [vocab, top_k] = " +
+                                shape_str({spec.router.vocab, spec.router.top_k}));
+  tid2eid = DeviceBuffer(t.size() * 4, "MoE tid2eid");
+  tid2eid.upload(t.data(), t.size() * 4);
+  check_cuda(cudaDeviceSynchronize(), "MoE set_tid2eid");
+}
+
+MoeWorkspace MoeWorkspace::create(const MoeLayer& L, int64_t max_tokens) {
+  const std::string w = where(L.spec) + ": workspace for " + std::to_string(max_tokens) + " tokens";
+  if (max_tokens < 0) throw std::invalid_argument(w + ": negative token count");
+  const int64_t k = L.spec.router.top_k, kp = k + (L.spec.has_shared ? 1 : 0);
+  const int64_t P = max_tokens * kp;
+  if (P >= (int64_t{1} << 31) - kMoeDispatchChunk) throw std::invalid_argument(w + ": more than 2^31 (token, expert) pairs");
+  MoeWorkspace ws;
+  ws.max_tokens = max_tokens;
+  auto buf = [&](int64_t bytes, const char* what) { return DeviceBuffer(static_cast<size_t>(std::max<int64_t>(bytes, 16)), what); };
+  ws.ids = buf(max_tokens * k * 4, "MoE ids");
+  ws.weights = buf(max_tokens * k * 4, "MoE weights");
+  ws.chunk_counts = buf(moe_dispatch_chunks(P) * L.slots * 4, "MoE chunk counts");
+  ws.seg_off = buf((L.slots + 1) * 4, "MoE offsets");
+  ws.tile_off = buf((L.slots + 1) * 4, "MoE offsets");
+  ws.sorted_tok = buf(P * 4, "MoE dispatch");
+  ws.pair_pos = buf(P * 4, "MoE dispatch");
+  ws.h = buf(P * L.spec.inter * 2, "MoE intermediate");
+  ws.y = buf(P * L.spec.hidden * 2, "MoE expert outputs");
+  check_cuda(cudaStreamCreateWithFlags(&ws.side, cudaStreamNonBlocking), w + ": side stream");
+  check_cuda(cudaEventCreateWithFlags(&ws.fork, cudaEventDisableTiming), w + ": event");
+  check_cuda(cudaEventCreateWithFlags(&ws.join, cudaEventDisableTiming), w + ": event");
+  return ws;
+}
+
+MoeWorkspace::MoeWorkspace(MoeWorkspace&& o) noexcept
+    : max_tokens(o.max_tokens), ids(std::move(o.ids)), weights(std::move(o.weights)),
+      chunk_counts(std::move(o.chunk_counts)), seg_off(std::move(o.seg_off)), tile_off(std::move(o.tile_off)),
+      sorted_tok(std::move(o.sorted_tok)), pair_pos(std::move(o.pair_pos)), h(std::move(o.h)), y(std::move(o.y)),
+      side(std::exchange(o.side, nullptr)), fork(std::exchange(o.fork, nullptr)), join(std::exchange(o.join, nullptr)) {}
+
+MoeWorkspace::~MoeWorkspace() {
+  if (fork) cudaEventDestroy(fork);
+  if (join) cudaEventDestroy(join);
+  if (side) cudaStreamDestroy(side);
+}
+
+void moe_route(const MoeLayer& L, const float* logits, int64_t T, const int32_t* token_ids, const int32_t* n_valid,
+               MoeWorkspace& ws, cudaStream_t s) {
+  const std::string w = where(L.spec) + ": route " + std::to_string(T) + " tokens";
+  if (T < 0 || T > ws.max_tokens) throw std::invalid_argument(w + ": T outside the workspace's [0, " + std::to_string(ws.max_tokens) + "]");
+  const cpu::RouterParams& r = L.spec.router;
+  if (T == 0) return;
+  if (!logits) throw std::invalid_argument(w + ": null logits");
+  if (r.kind == cpu::RouterKind::kV4Hash && (!token_ids || !L.tid2eid.get()))
+    throw std::invalid_argument(w + ": hash routing needs token ids and tid2eid");
+  MoeRouteArgs a;
+  a.kind = device_kind(r.kind);
+  a.n_experts = r.n_experts;
+  a.top_k = r.top_k;
+  a.n_group = r.n_group;
+  a.topk_group = r.topk_group;
+  a.renormalize = r.renormalize;
+  a.round_bf16 = r.dt == cpu::ActDType::kBF16;
+  a.routed_scaling_factor = r.routed_scaling_factor;
+  a.vocab = r.vocab;
+  a.logits = logits;
+  a.bias = L.bias.get<float>();
+  a.token_ids = token_ids;
+  a.tid2eid = L.tid2eid.get<int32_t>();
+  a.n_valid = n_valid;
+  a.T = T;
+  a.ids = ws.ids.get<int32_t>();
+  a.weights = ws.weights.get<float>();
+  check_cuda(launch_moe_route(a, s), w);
+}
+
+void moe_dispatch(const MoeLayer& L, int64_t T, const int32_t* n_valid, MoeWorkspace& ws, cudaStream_t s,
+                  const MoeOptions& opt) {
+  const std::string w = where(L.spec) + ": dispatch " + std::to_string(T) + " tokens";
+  if (T < 0 || T > ws.max_tokens) throw std::invalid_argument(w + ": T outside the workspace");
+  if (opt.mtiles && *opt.mtiles != 1 && *opt.mtiles != 2 && *opt.mtiles != 4 && *opt.mtiles != 8)
+    throw std::invalid_argument(w + ": mtiles must be 1, 2, 4 or 8");
+  const Plan p = plan_for(L, T, opt);
+  MoeDispatchArgs a;
+  a.ids = ws.ids.get<int32_t>();
+  a.T = T;
+  a.k = L.spec.router.top_k;
+  a.kp = a.k + (L.spec.has_shared ? 1 : 0);
+  a.expert_map = L.expert_map.get<int32_t>();
+  a.n_global = L.spec.router.n_experts;
+  a.slots = L.slots;
+  a.shared_slot = L.spec.has_shared ? L.spec.n_local : -1;
+  a.n_valid = n_valid;
+  a.tile_tokens = 8 * p.mt_routed;
+  a.shared_tile_tokens = 8 * p.mt_shared;
+  a.chunk_counts = ws.chunk_counts.get<int32_t>();
+  a.seg_off = ws.seg_off.get<int32_t>();
+  a.tile_off = ws.tile_off.get<int32_t>();
+  a.sorted_tok = ws.sorted_tok.get<int32_t>();
+  a.pair_pos = ws.pair_pos.get<int32_t>();
+  check_cuda(launch_moe_dispatch(a, s), w);
+}
+
+void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const float* logits, const int32_t* token_ids,
+                 const int32_t* n_valid, __nv_bfloat16* out, MoeWorkspace& ws, cudaStream_t s, const MoeOptions& opt) {
+  const std::string w = where(L.spec) + ": forward " + std::to_string(T) + " tokens";
+  if (T < 0 || T > ws.max_tokens) throw std::invalid_argument(w + ": T outside the workspace's [0, " + std::to_string(ws.max_tokens) + "]");
+  if (T == 0) return;
+  if (!x || !out) throw std::invalid_argument(w + ": null input or output");
+  moe_route(L, logits, T, token_ids, n_valid, ws, s);
+  moe_dispatch(L, T, n_valid, ws, s, opt);
+  const Plan p = plan_for(L, T, opt);
+  const MoeSpec& sp = L.spec;
+  const int64_t k = sp.router.top_k;
+
+  MoeGroupedArgs gu;
+  gu.nvfp4 = sp.format == MatrixFormat::kNVFP4;
+  gu.codes = L.gu_codes.get<uint8_t>();
+  gu.scales = L.gu_scales.get<uint8_t>();
+  gu.code_stride = L.gu_code_stride;
+  gu.scale_stride = L.gu_scale_stride;
+  gu.ktiles = L.gu_ktiles;
+  gu.gscale = L.gu_gscale.get<float>();
+  gu.n = 2 * sp.inter;
+  gu.k = sp.hidden;
+  gu.inter = sp.inter;
+  gu.swiglu_limit = sp.swiglu_limit;
+  gu.x = x;
+  gu.sorted_tok = ws.sorted_tok.get<int32_t>();
+  gu.y = ws.h.get<__nv_bfloat16>();
+  gu.seg_off = ws.seg_off.get<int32_t>();
+  gu.tile_off = ws.tile_off.get<int32_t>();
+  MoeGroupedArgs dn = gu;
+  dn.codes = L.dn_codes.get<uint8_t>();
+  dn.scales = L.dn_scales.get<uint8_t>();
+  dn.code_stride = L.dn_code_stride;
+  dn.scale_stride = L.dn_scale_stride;
+  dn.ktiles = L.dn_ktiles;
+  dn.gscale = L.dn_gscale.get<float>();
+  dn.n = sp.hidden;
+  dn.k = sp.inter;
+  dn.x = ws.h.get<__nv_bfloat16>();
+  dn.sorted_tok = nullptr;
+  dn.y = ws.y.get<__nv_bfloat16>();
+
+  auto run = [&](int slot_begin, int slot_end, int mt, int64_t pairs, int64_t nslots, cudaStream_t st) {
+    const int64_t tt = 8 * mt;
+    const int64_t max_tiles = std::min<int64_t>(pairs, (pairs + tt - 1) / tt + nslots);
+    const int64_t rb = std::max<int64_t>(sp.inter / 64, (sp.hidden + 127) / 128);
+    if (max_tiles * rb >= (int64_t{1} << 31)) throw std::invalid_argument(w + ": grid too large");
+    for (MoeGroupedArgs* g : {&gu, &dn}) {
+      g->slot_begin = slot_begin;
+      g->slot_end = slot_end;
+      g->max_tiles = max_tiles;
+      g->mtiles = mt;
+    }
+    check_cuda(launch_moe_gate_up(gu, st), w + " (gate|up, " + std::to_string(mt) + " token tiles)");
+    check_cuda(launch_moe_down(dn, st), w + " (down, " + std::to_string(mt) + " token tiles)");
+  };
+  if (p.one_launch) {
+    run(0, L.slots, p.mt_routed, T * (k + (sp.has_shared ? 1 : 0)), L.slots, s);
+  } else {
+    // The shared expert (T tokens, bigger tiles) on the side stream, beside the routed experts.
+    check_cuda(cudaEventRecord(ws.fork, s), w + ": fork");
+    check_cuda(cudaStreamWaitEvent(ws.side, ws.fork, 0), w + ": fork");
+    run(sp.n_local, sp.n_local + 1, p.mt_shared, T, 1, ws.side);
+    run(0, sp.n_local, p.mt_routed, T * k, sp.n_local, s);
+    check_cuda(cudaEventRecord(ws.join, ws.side), w + ": join");
+    check_cuda(cudaStreamWaitEvent(s, ws.join, 0), w + ": join");
+  }
+  MoeCombineArgs c;
+  c.y = ws.y.get<__nv_bfloat16>();
+  c.pair_pos = ws.pair_pos.get<int32_t>();
+  c.weights = ws.weights.get<float>();
+  c.k = static_cast<int>(k);
+  c.kp = static_cast<int>(k + (sp.has_shared ? 1 : 0));
+  c.has_shared = sp.has_shared;
+  c.T = T;
+  c.H = sp.hidden;
+  c.out = out;
+  check_cuda(launch_moe_combine(c, s), w + " (combine)");
+}
+
+}  // namespace fp4moe::cuda

@@ -1,0 +1,106 @@
+// Raw launchers of the MoE kernels (moe_route.cu, moe_grouped_*.cu): device pointers, sizes
+// and a stream in, a CUDA status out. No validation here; moe.h validates once, above.
+//
+// The data flow of one layer call (T tokens, k routed pairs per token, plus one shared pair
+// when the layer has a shared expert: Kp = k or k + 1 pairs per token, P = T * Kp):
+//   route     logits [T, E] -> ids [T, k] (global expert ids, -1 = dropped), weights [T, k]
+//   count     pair p = t*Kp + j -> slot (expert map; the shared pair -> the last slot);
+//             per chunk of pairs, a histogram per slot
+//   scan      chunk offsets per slot, segment offsets seg_off[S+1], tile offsets tile_off[S+1]
+//   scatter   pair p -> position pos in its slot's segment (pairs keep their order inside a
+//             segment: deterministic); sorted_tok[pos] = t, pair_pos[p] = pos (or -1)
+//   gate|up   grouped GEMM over segments (x rows gathered through sorted_tok), clamped SwiGLU
+//             in the epilogue -> h [P, I] in segment order
+//   down      grouped GEMM over the same segments -> y [P, H] in segment order
+//   combine   out[t] = rd(rd(sum_j y[pair_pos[t, j]] * w[t, j]) + y[shared pos of t])
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace fp4moe::cuda {
+
+enum class MoeRouterKind : uint8_t { kV4Scored, kV4Hash, kV3Grouped, kSoftmax };  // as cpu::RouterKind
+
+inline constexpr int kMoeMaxExperts = 512;     // router: 16 experts per lane of a warp
+inline constexpr int kMoeMaxSlots = 1024;      // dispatch: one thread per slot in the scan
+inline constexpr int kMoeDispatchChunk = 2048; // pairs per histogram chunk
+
+struct MoeRouteArgs {
+  MoeRouterKind kind = MoeRouterKind::kV4Scored;
+  int n_experts = 0, top_k = 0, n_group = 1, topk_group = 1;
+  bool renormalize = true, round_bf16 = true;
+  float routed_scaling_factor = 1.0f;
+  int64_t vocab = 0;
+  const float* logits = nullptr;     // [T, E]
+  const float* bias = nullptr;       // [E] or null
+  const int32_t* token_ids = nullptr;  // hash: [T]
+  const int32_t* tid2eid = nullptr;    // hash: [vocab, k]
+  const int32_t* n_valid = nullptr;    // device scalar or null: rows >= *n_valid are padding
+  int64_t T = 0;
+  int32_t* ids = nullptr;    // [T, k]
+  float* weights = nullptr;  // [T, k]
+};
+cudaError_t launch_moe_route(const MoeRouteArgs& a, cudaStream_t s);
+
+struct MoeDispatchArgs {
+  const int32_t* ids = nullptr;  // [T, k] global ids
+  int64_t T = 0;
+  int k = 0, kp = 0;             // routed pairs per token, pairs per token (k + shared)
+  const int32_t* expert_map = nullptr;  // [n_global] -> slot or -1
+  int n_global = 0;
+  int slots = 0;                 // S: local experts + shared
+  int shared_slot = -1;
+  const int32_t* n_valid = nullptr;
+  int tile_tokens = 8;           // tokens per GEMM tile (routed slots)
+  int shared_tile_tokens = 8;    // tokens per GEMM tile of the shared slot
+  int32_t* chunk_counts = nullptr;  // [nchunks, S]
+  int32_t* seg_off = nullptr;       // [S + 1]
+  int32_t* tile_off = nullptr;      // [S + 1]
+  int32_t* sorted_tok = nullptr;    // [P]
+  int32_t* pair_pos = nullptr;      // [P]
+};
+inline int64_t moe_dispatch_chunks(int64_t pairs) { return (pairs + kMoeDispatchChunk - 1) / kMoeDispatchChunk; }
+cudaError_t launch_moe_dispatch(const MoeDispatchArgs& a, cudaStream_t s);
+
+struct MoeGroupedArgs {
+  bool nvfp4 = true;
+  const uint8_t* codes = nullptr;   // slot-major: slot e at codes + e * code_stride (w4a16_layout.h tiles)
+  const uint8_t* scales = nullptr;
+  int64_t code_stride = 0, scale_stride = 0;
+  int64_t ktiles = 0;
+  const float* gscale = nullptr;    // gate|up: [S][2] (gate, up); down: [S]
+  int64_t n = 0, k = 0;             // weight rows and cols: gate|up 2I x H, down H x I
+  int64_t inter = 0;                // gate|up: I
+  float swiglu_limit = 0.0f;
+  const __nv_bfloat16* x = nullptr;   // gate|up: tokens [T, H] (gathered by sorted_tok); down: h [P, I]
+  const int32_t* sorted_tok = nullptr;
+  __nv_bfloat16* y = nullptr;         // gate|up: h [P, I]; down: y [P, H]
+  const int32_t* seg_off = nullptr;
+  const int32_t* tile_off = nullptr;
+  int slot_begin = 0, slot_end = 0; // the slots this launch covers (tile_off[slot_begin] is its first tile)
+  int64_t max_tiles = 0;            // grid bound on the number of tiles
+  int mtiles = 1;                   // tokens per tile / 8: 1, 2, 4, 8
+};
+// Row blocks per tile: gate|up I/64 (64 gate + 64 up rows), down ceil(H/128).
+cudaError_t launch_moe_gate_up(const MoeGroupedArgs& a, cudaStream_t s);
+cudaError_t launch_moe_down(const MoeGroupedArgs& a, cudaStream_t s);
+// Raises the dynamic shared-memory limit of every instantiation (call before any capture).
+cudaError_t moe_prepare_kernels();
+cudaError_t moe_prepare_gate_up();  // the two halves of moe_prepare_kernels, one per .cu
+cudaError_t moe_prepare_down();
+
+struct MoeCombineArgs {
+  const __nv_bfloat16* y = nullptr;  // [P, H]
+  const int32_t* pair_pos = nullptr; // [T, kp]
+  const float* weights = nullptr;    // [T, k]
+  int k = 0, kp = 0;
+  bool has_shared = false;
+  int64_t T = 0, H = 0;
+  __nv_bfloat16* out = nullptr;      // [T, H]
+};
+cudaError_t launch_moe_combine(const MoeCombineArgs& a, cudaStream_t s);
+
+}  // namespace fp4moe::cuda

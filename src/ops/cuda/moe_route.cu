@@ -1,0 +1,340 @@
+// MoE routing, dispatch and combine on the device (see moe_kernels.h for the data flow and
+// ops/cpu/moe_ref.h for the numerics contract these kernels share with the CPU reference).
+//
+// Router: one warp per token; lane l holds experts l, l+32, ... (at most 16). Selection is k
+// rounds of a warp arg-max on (key, -expert id), so ties go to the lower id exactly as in the
+// reference; scores use fp64 transcendentals rounded once to fp32 and explicit _rn fp32
+// operations (no FMA contraction), so they match the CPU bit for bit.
+// Dispatch: a per-chunk histogram (integer atomics: the counts are exact whatever the order),
+// one block that turns the histograms into offsets (CUB block scan), and one warp per chunk
+// that places the chunk's pairs in order (__match_any_sync ranks): positions depend only on
+// the pair order, never on timing, and no host synchronization is needed anywhere.
+// Combine: per token and 8 output columns, the k routed rows in routing order, fp32, then the
+// shared row: no floating-point atomics.
+#include <cub/block/block_scan.cuh>
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <climits>
+
+#include "ops/cuda/moe_kernels.h"
+
+namespace fp4moe::cuda {
+namespace {
+
+constexpr int kRouteWarps = 8;
+constexpr int kPerLane = kMoeMaxExperts / 32;
+
+__device__ __forceinline__ float rd(float x, bool bf16) { return bf16 ? __bfloat162float(__float2bfloat16_rn(x)) : x; }
+__device__ __forceinline__ float nan_to_neg_inf(float v) { return isnan(v) ? -INFINITY : v; }
+
+struct Cand {
+  float key;
+  int id;
+};
+__device__ __forceinline__ bool better(const Cand& a, const Cand& b) {
+  return a.key > b.key || (a.key == b.key && a.id < b.id);
+}
+__device__ __forceinline__ Cand warp_best(Cand c) {
+#pragma unroll
+  for (int off = 16; off >= 1; off /= 2) {
+    Cand o{__shfl_xor_sync(0xffffffffu, c.key, off), __shfl_xor_sync(0xffffffffu, c.id, off)};
+    if (better(o, c)) c = o;
+  }
+  return c;
+}
+
+__device__ __forceinline__ float score_of(MoeRouterKind kind, float l, bool bf16) {
+  if (kind == MoeRouterKind::kV4Scored || kind == MoeRouterKind::kV4Hash) {
+    const float sp = rd(l > 20.0f ? l : static_cast<float>(log1p(exp(static_cast<double>(l)))), bf16);
+    return rd(__fsqrt_rn(sp), bf16);
+  }
+  if (kind == MoeRouterKind::kV3Grouped) return rd(static_cast<float>(1.0 / (1.0 + exp(-static_cast<double>(l)))), bf16);
+  return l;
+}
+
+__global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRouteArgs a) {
+  __shared__ float s_sm[kRouteWarps][kMoeMaxExperts];  // scores (V4, V3) of the warp's token
+  __shared__ float k_sm[kRouteWarps][kMoeMaxExperts];  // keys (V3 group scores)
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + warp;
+  if (t >= a.T) return;
+  const int E = a.n_experts, K = a.top_k;
+  int32_t* ids = a.ids + t * K;
+  float* wts = a.weights + t * K;
+  const bool padded = a.n_valid && t >= *a.n_valid;
+  auto drop = [&] {
+    for (int j = lane; j < K; j += 32) ids[j] = -1, wts[j] = 0.0f;
+  };
+  if (padded) return drop();
+  const float* l = a.logits + t * E;
+  float key[kPerLane];
+  float* s = s_sm[warp];
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const int e = lane + 32 * i;
+    key[i] = -INFINITY;
+    if (e < E) {
+      const float sc = score_of(a.kind, l[e], a.round_bf16);
+      s[e] = sc;
+      if (a.kind == MoeRouterKind::kSoftmax) key[i] = nan_to_neg_inf(sc);
+      else key[i] = nan_to_neg_inf(rd(__fadd_rn(sc, a.bias ? a.bias[e] : 0.0f), a.round_bf16));
+    }
+  }
+  __syncwarp();
+
+  if (a.kind == MoeRouterKind::kV4Hash) {
+    const int64_t tok = a.token_ids[t];
+    if (tok < 0 || tok >= a.vocab) return drop();
+    bool ok = true;
+    for (int j = 0; j < K; ++j) {
+      const int32_t e = a.tid2eid[tok * K + j];
+      ok &= e >= 0 && e < E;
+    }
+    if (!ok) return drop();
+    float sum = 0.0f;
+    for (int j = 0; j < K; ++j) sum = __fadd_rn(sum, s[a.tid2eid[tok * K + j]]);
+    const float denom = rd(__fadd_rn(rd(sum, a.round_bf16), 1e-20f), a.round_bf16);
+    for (int j = lane; j < K; j += 32) {
+      const int32_t e = a.tid2eid[tok * K + j];
+      ids[j] = e;
+      wts[j] = rd(__fmul_rn(rd(__fdiv_rn(s[e], denom), a.round_bf16), a.routed_scaling_factor), a.round_bf16);
+    }
+    return;
+  }
+
+  if (a.kind == MoeRouterKind::kV3Grouped) {
+    float* ks = k_sm[warp];
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i)
+      if (lane + 32 * i < E) ks[lane + 32 * i] = key[i];
+    __syncwarp();
+    const int per = E / a.n_group;
+    Cand g{-INFINITY, INT_MAX};
+    if (lane < a.n_group) {
+      float m1 = -INFINITY, m2 = -INFINITY;
+      for (int i = 0; i < per; ++i) {
+        const float v = ks[lane * per + i];
+        if (v > m1) m2 = m1, m1 = v;
+        else if (v > m2) m2 = v;
+      }
+      g = Cand{__fadd_rn(m1, m2), lane};
+    }
+    unsigned chosen = 0;
+    for (int j = 0; j < a.topk_group; ++j) {
+      const Cand b = warp_best(g);
+      chosen |= 1u << b.id;
+      if (lane == b.id) g = Cand{-INFINITY, INT_MAX};
+    }
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int e = lane + 32 * i;
+      if (e < E && !((chosen >> (e / per)) & 1u)) key[i] = -INFINITY;
+    }
+  }
+
+  // Top-k: k rounds of the warp arg-max; the winner's lane retires it.
+  unsigned taken = 0;
+  int sel[16];
+  float selkey[16];
+  for (int j = 0; j < K; ++j) {
+    Cand c{-INFINITY, INT_MAX};
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int e = lane + 32 * i;
+      if (e < E && !((taken >> i) & 1u)) {
+        const Cand o{key[i], e};
+        if (better(o, c)) c = o;
+      }
+    }
+    const Cand b = warp_best(c);
+    if ((b.id & 31) == lane) taken |= 1u << (b.id >> 5);
+    sel[j] = b.id;
+    selkey[j] = b.key;
+  }
+
+  if (a.kind == MoeRouterKind::kSoftmax) {
+    float m = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) m = key[i] > m ? key[i] : m;  // -inf padding never wins
+#pragma unroll
+    for (int off = 16; off >= 1; off /= 2) {
+      const float o = __shfl_xor_sync(0xffffffffu, m, off);
+      m = o > m ? o : m;
+    }
+    double z = 0.0;
+    if (a.renormalize) {
+      for (int j = 0; j < K; ++j) z += exp(static_cast<double>(__fsub_rn(selkey[j], m)));
+    } else {
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i)
+        if (lane + 32 * i < E) z += exp(static_cast<double>(__fsub_rn(key[i], m)));
+#pragma unroll
+      for (int off = 16; off >= 1; off /= 2) z = z + __shfl_xor_sync(0xffffffffu, z, off);
+    }
+    for (int j = 0; j < K; ++j) {
+      if (lane != (j & 31)) continue;
+      const float p = static_cast<float>(exp(static_cast<double>(__fsub_rn(selkey[j], m))) / z);
+      ids[j] = sel[j];
+      wts[j] = rd(__fmul_rn(rd(p, a.round_bf16), a.routed_scaling_factor), a.round_bf16);
+    }
+    return;
+  }
+
+  // V4 scored and V3: weights from the scores (never the bias).
+  const bool renorm = a.kind == MoeRouterKind::kV4Scored || a.renormalize;
+  float sum = 0.0f;
+  for (int j = 0; j < K; ++j) sum = __fadd_rn(sum, s[sel[j]]);
+  const float denom = rd(__fadd_rn(rd(sum, a.round_bf16), 1e-20f), a.round_bf16);
+  for (int j = 0; j < K; ++j) {
+    if (lane != (j & 31)) continue;
+    const float sj = s[sel[j]];
+    ids[j] = sel[j];
+    wts[j] = renorm ? rd(__fmul_rn(rd(__fdiv_rn(sj, denom), a.round_bf16), a.routed_scaling_factor), a.round_bf16)
+                    : rd(__fmul_rn(sj, a.routed_scaling_factor), a.round_bf16);
+  }
+}
+
+// ---- dispatch -----------------------------------------------------------------------------
+__device__ __forceinline__ int slot_of(const MoeDispatchArgs& a, int64_t p) {
+  const int64_t t = p / a.kp;
+  const int j = static_cast<int>(p % a.kp);
+  if (a.n_valid && t >= *a.n_valid) return -1;
+  if (j == a.k) return a.shared_slot;
+  const int32_t g = a.ids[t * a.k + j];
+  if (g < 0 || g >= a.n_global) return -1;  // dropped or stale id: never indexes out of bounds
+  return a.expert_map[g];
+}
+
+__global__ void __launch_bounds__(256) moe_count_kernel(const MoeDispatchArgs a) {
+  extern __shared__ int hist[];
+  for (int e = threadIdx.x; e < a.slots; e += blockDim.x) hist[e] = 0;
+  __syncthreads();
+  const int64_t P = a.T * a.kp;
+  const int64_t p0 = static_cast<int64_t>(blockIdx.x) * kMoeDispatchChunk;
+  const int64_t p1 = min(P, p0 + kMoeDispatchChunk);
+  for (int64_t p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
+    const int e = slot_of(a, p);
+    if (e >= 0) atomicAdd(&hist[e], 1);
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < a.slots; e += blockDim.x)
+    a.chunk_counts[static_cast<int64_t>(blockIdx.x) * a.slots + e] = hist[e];
+}
+
+__global__ void __launch_bounds__(kMoeMaxSlots) moe_scan_kernel(const MoeDispatchArgs a, int64_t nchunks) {
+  using Scan = cub::BlockScan<int, kMoeMaxSlots>;
+  __shared__ typename Scan::TempStorage tmp;
+  const int e = threadIdx.x;
+  int run = 0;
+  if (e < a.slots) {
+    for (int64_t c = 0; c < nchunks; ++c) {
+      int32_t* cc = a.chunk_counts + c * a.slots + e;
+      const int v = *cc;
+      *cc = run;  // exclusive offset of this chunk inside the slot's segment
+      run += v;
+    }
+  }
+  const int tt = e == a.shared_slot ? a.shared_tile_tokens : a.tile_tokens;
+  const int tiles = (run + tt - 1) / tt;
+  int seg, tile, seg_total, tile_total;
+  Scan(tmp).ExclusiveSum(run, seg, seg_total);
+  __syncthreads();
+  Scan(tmp).ExclusiveSum(tiles, tile, tile_total);
+  if (e < a.slots) a.seg_off[e] = seg, a.tile_off[e] = tile;
+  if (e == 0) a.seg_off[a.slots] = seg_total, a.tile_off[a.slots] = tile_total;
+}
+
+__global__ void __launch_bounds__(32) moe_scatter_kernel(const MoeDispatchArgs a) {
+  extern __shared__ int base[];
+  const int lane = threadIdx.x;
+  for (int e = lane; e < a.slots; e += 32)
+    base[e] = a.seg_off[e] + a.chunk_counts[static_cast<int64_t>(blockIdx.x) * a.slots + e];
+  __syncwarp();
+  const int64_t P = a.T * a.kp;
+  const int64_t p0 = static_cast<int64_t>(blockIdx.x) * kMoeDispatchChunk;
+  const int64_t p1 = min(P, p0 + kMoeDispatchChunk);
+  for (int64_t g0 = p0; g0 < p1; g0 += 32) {
+    const int64_t p = g0 + lane;
+    const int e = p < p1 ? slot_of(a, p) : -2;
+    const unsigned peers = __match_any_sync(0xffffffffu, e);
+    const int rank = __popc(peers & ((1u << lane) - 1u));
+    int pos = -1;
+    if (e >= 0) pos = base[e] + rank;
+    __syncwarp();
+    if (e >= 0 && lane == __ffs(peers) - 1) base[e] += __popc(peers);
+    __syncwarp();
+    if (p < p1) {
+      a.pair_pos[p] = pos;
+      if (pos >= 0) a.sorted_tok[pos] = static_cast<int32_t>(p / a.kp);
+    }
+  }
+}
+
+// ---- combine ------------------------------------------------------------------------------
+__global__ void __launch_bounds__(256) moe_combine_kernel(const MoeCombineArgs a) {
+  const int64_t vec_per_row = a.H / 8;
+  const int64_t total = a.T * vec_per_row;
+  for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < total;
+       v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = v / vec_per_row, c = (v % vec_per_row) * 8;
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int j = 0; j < a.k; ++j) {
+      const int32_t pos = a.pair_pos[t * a.kp + j];
+      if (pos < 0) continue;
+      const float w = a.weights[t * a.k + j];
+      const uint4 raw = *reinterpret_cast<const uint4*>(a.y + static_cast<int64_t>(pos) * a.H + c);
+      const __nv_bfloat16* yv = reinterpret_cast<const __nv_bfloat16*>(&raw);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[i] = __fadd_rn(acc[i], __fmul_rn(__bfloat162float(yv[i]), w));
+    }
+    int32_t spos = -1;
+    if (a.has_shared) spos = a.pair_pos[t * a.kp + a.k];
+    uint4 sraw = make_uint4(0, 0, 0, 0);
+    if (spos >= 0) sraw = *reinterpret_cast<const uint4*>(a.y + static_cast<int64_t>(spos) * a.H + c);
+    const __nv_bfloat16* sv = reinterpret_cast<const __nv_bfloat16*>(&sraw);
+    uint4 outv;
+    __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(&outv);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      float r = __bfloat162float(__float2bfloat16_rn(acc[i]));
+      if (spos >= 0) r = __fadd_rn(r, __bfloat162float(sv[i]));
+      o[i] = __float2bfloat16_rn(r);
+    }
+    *reinterpret_cast<uint4*>(a.out + t * a.H + c) = outv;
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_moe_route(const MoeRouteArgs& a, cudaStream_t s) {
+  if (a.T == 0) return cudaSuccess;
+  const int64_t blocks = (a.T + kRouteWarps - 1) / kRouteWarps;
+  moe_route_kernel<<<static_cast<unsigned>(blocks), kRouteWarps * 32, 0, s>>>(a);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_moe_dispatch(const MoeDispatchArgs& a, cudaStream_t s) {
+  const int64_t P = a.T * a.kp;
+  const int64_t nchunks = moe_dispatch_chunks(P);
+  const size_t hist_bytes = static_cast<size_t>(a.slots) * 4;
+  if (nchunks > 0) {
+    moe_count_kernel<<<static_cast<unsigned>(nchunks), 256, hist_bytes, s>>>(a);
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  }
+  moe_scan_kernel<<<1, kMoeMaxSlots, 0, s>>>(a, nchunks);  // also writes zero offsets when T = 0
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  if (nchunks > 0) moe_scatter_kernel<<<static_cast<unsigned>(nchunks), 32, hist_bytes, s>>>(a);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_moe_combine(const MoeCombineArgs& a, cudaStream_t s) {
+  const int64_t total = a.T * (a.H / 8);
+  if (total == 0) return cudaSuccess;
+  const int64_t blocks = std::min<int64_t>((total + 255) / 256, 132 * 16);
+  moe_combine_kernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace fp4moe::cuda

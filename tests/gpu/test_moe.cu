@@ -1,0 +1,366 @@
+// CUDA MoE layer (ops/cuda/moe.h) against the CPU reference (ops/cpu/moe_ref.h) on the same
+// fresh random inputs (bf16 tokens, fp32 router logits, quantized random experts whose
+// gate and up halves carry different global scales), outputs poisoned with NaN first.
+//   Routing: expert ids and weights bit for bit (memcmp), ties included.
+//   Layer: relative L2 ||out - out_ref|| / ||out_ref|| <= 5e-3 on the bf16 outputs (both
+//   sides round at the same points; what differs is the fp32 summation order inside the
+//   GEMMs, which flips an occasional bf16 rounding), and no NaN/Inf.
+//   Determinism: batch invariance, run-to-run and graph-replay equality are BITWISE.
+// Covered: T in {0, 1, 2, 7, 64, 1000, 8192}; NVFP4 and MXFP4; the V4 scored and hash, V3
+// grouped and softmax routers; experts with zero tokens; all tokens on one expert; an expert
+// map with absent experts; pinned token tiles; padded graph rows with stale ids; and (Large,
+// outside the sanitizer) T x hidden > 2^31.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "gpu_test_util.h"
+#include "test_moe_util.h"
+
+namespace fp4moe {
+namespace {
+
+using test::MoeCase;
+using test::MoeFixture;
+constexpr double kTol = 5e-3;
+
+cpu::RouterParams v4_router(int E, int K) {
+  cpu::RouterParams r;
+  r.kind = cpu::RouterKind::kV4Scored;
+  r.n_experts = E;
+  r.top_k = K;
+  r.routed_scaling_factor = 1.5f;
+  return r;
+}
+
+// Logits with deliberate ties: some rows all equal, some pairs of experts equal.
+std::vector<float> random_logits(std::mt19937_64& rng, int64_t T, int E) {
+  std::vector<float> l = test::random_bf16(rng, T * E, 1.5f);
+  for (int64_t t = 0; t < T; ++t) {
+    if (t % 17 == 3)
+      for (int e = 0; e < E; ++e) l[static_cast<size_t>(t * E + e)] = 0.25f;
+    if (t % 5 == 1)
+      for (int e = 0; e + 1 < E; e += 3) l[static_cast<size_t>(t * E + e + 1)] = l[static_cast<size_t>(t * E + e)];
+  }
+  return l;
+}
+
+struct DeviceInputs {
+  cuda::DeviceBuffer x, logits, tok, out;
+  DeviceInputs(const std::vector<float>& xv, const std::vector<float>& lv, const std::vector<int32_t>& tv, int64_t T, int64_t H)
+      : x(test::to_device_bf16(xv)), logits(std::max<size_t>(lv.size(), 1) * 4), tok(std::max<size_t>(tv.size(), 1) * 4),
+        out(static_cast<size_t>(std::max<int64_t>(T * H, 1)) * 2) {
+    if (!lv.empty()) logits.upload(lv.data(), lv.size() * 4);
+    if (!tv.empty()) tok.upload(tv.data(), tv.size() * 4);
+    test::poison(out);
+  }
+};
+
+struct RunResult {
+  std::vector<float> out;
+  std::vector<int32_t> ids;
+  std::vector<float> w;
+};
+
+RunResult run_gpu(const MoeFixture& f, const std::vector<float>& x, const std::vector<float>& logits,
+                  const std::vector<int32_t>& tok, int64_t T, const cuda::MoeOptions& opt = {}) {
+  DeviceInputs d(x, logits, tok, T, f.c.hidden);
+  cuda::MoeWorkspace ws = cuda::MoeWorkspace::create(*f.dev, T);
+  cuda::moe_forward(*f.dev, d.x.get<__nv_bfloat16>(), T, d.logits.get<float>(), tok.empty() ? nullptr : d.tok.get<int32_t>(),
+                    nullptr, d.out.get<__nv_bfloat16>(), ws, nullptr, opt);
+  cuda::check_cuda(cudaDeviceSynchronize(), "moe_forward");
+  RunResult r;
+  r.out = test::from_device(d.out, static_cast<size_t>(T * f.c.hidden), false);
+  const int64_t K = f.c.router.top_k;
+  r.ids = test::download_vec<int32_t>(ws.ids, static_cast<size_t>(T * K));
+  r.w = test::download_vec<float>(ws.weights, static_cast<size_t>(T * K));
+  return r;
+}
+
+std::vector<int32_t> random_tokens(std::mt19937_64& rng, int64_t T, int64_t vocab) {
+  std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(vocab - 1));
+  std::vector<int32_t> v(static_cast<size_t>(T));
+  for (auto& t : v) t = d(rng);
+  return v;
+}
+
+// One full check: GPU layer vs CPU reference on fresh inputs.
+void check_case(const MoeCase& mc, int64_t T, const cuda::MoeOptions& opt = {}) {
+  test::SeededRng R;
+  SCOPED_TRACE(std::string(cpu::to_string(mc.router.kind)) + " " + to_string(mc.format) + " T=" + std::to_string(T) +
+               " H=" + std::to_string(mc.hidden) + " I=" + std::to_string(mc.inter));
+  MoeFixture f(mc, R.rng);
+  const auto x = test::random_bf16(R.rng, T * mc.hidden);
+  const auto logits = random_logits(R.rng, T, mc.router.n_experts);
+  std::vector<int32_t> tok;
+  if (mc.router.kind == cpu::RouterKind::kV4Hash) tok = random_tokens(R.rng, T, mc.router.vocab);
+  std::vector<int32_t> ids;
+  std::vector<float> w, ref;
+  f.reference(x, logits, tok, T, ids, w, ref);
+  const RunResult g = run_gpu(f, x, logits, tok, T, opt);
+  ASSERT_EQ(g.ids, ids) << "expert selection differs from the reference";
+  ASSERT_EQ(0, std::memcmp(g.w.data(), w.data(), w.size() * 4)) << "routing weights differ from the reference";
+  EXPECT_EQ(test::count_non_finite(g.out.data(), static_cast<int64_t>(g.out.size())), 0);
+  EXPECT_LE(test::rel_l2(g.out, ref), kTol);
+}
+
+class MoeTokens : public ::testing::TestWithParam<int64_t> {};
+
+TEST_P(MoeTokens, V4ScoredNvfp4WithSharedMatchesReference) {
+  FP4MOE_REQUIRE_GPU();
+  const int64_t T = GetParam();
+  MoeCase c;
+  c.router = v4_router(32, 6);
+  if (T >= 8192) c.hidden = 128, c.inter = 64;  // keeps the CPU reference quick
+  check_case(c, T);
+}
+
+TEST_P(MoeTokens, SoftmaxMxfp4NoSharedMatchesReference) {
+  FP4MOE_REQUIRE_GPU();
+  const int64_t T = GetParam();
+  MoeCase c;
+  c.router.kind = cpu::RouterKind::kSoftmax;
+  c.router.n_experts = 8;
+  c.router.top_k = 2;
+  c.router.renormalize = true;
+  c.format = MatrixFormat::kMXFP4;
+  c.shared = false;
+  c.bias = false;
+  if (T >= 8192) c.hidden = 128, c.inter = 64;
+  check_case(c, T);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tokens, MoeTokens, ::testing::Values(0, 1, 2, 7, 64, 1000, 8192));
+
+TEST(MoeRouters, EveryKindBitIdenticalToReference) {
+  FP4MOE_REQUIRE_GPU();
+  for (int variant = 0; variant < 6; ++variant) {
+    MoeCase c;
+    c.hidden = 64;
+    c.inter = 64;
+    c.router.n_experts = 64;
+    c.router.top_k = 6;
+    c.router.routed_scaling_factor = 2.5f;
+    switch (variant) {
+      case 0: c.router.kind = cpu::RouterKind::kV4Scored; break;
+      case 1: c.router.kind = cpu::RouterKind::kV4Hash, c.router.vocab = 1000; break;
+      case 2: c.router.kind = cpu::RouterKind::kV3Grouped, c.router.n_group = 8, c.router.topk_group = 4; break;
+      case 3: c.router.kind = cpu::RouterKind::kV3Grouped, c.router.n_group = 8, c.router.topk_group = 3, c.router.renormalize = false; break;
+      case 4: c.router.kind = cpu::RouterKind::kSoftmax; break;
+      case 5: c.router.kind = cpu::RouterKind::kSoftmax, c.router.renormalize = false, c.router.n_experts = 384; break;
+    }
+    check_case(c, 300);
+  }
+}
+
+TEST(MoeLayer, V3GroupedAndHashLayersMatchReference) {
+  FP4MOE_REQUIRE_GPU();
+  MoeCase c;
+  c.router.kind = cpu::RouterKind::kV3Grouped;
+  c.router.n_experts = 64;
+  c.router.top_k = 8;
+  c.router.n_group = 8;
+  c.router.topk_group = 4;
+  check_case(c, 200);
+  MoeCase h;
+  h.router = v4_router(32, 6);
+  h.router.kind = cpu::RouterKind::kV4Hash;
+  h.router.vocab = 500;
+  h.format = MatrixFormat::kMXFP4;
+  check_case(h, 200);
+}
+
+TEST(MoeLayer, AllTokensOnOneExpertAndZeroTokenExperts) {
+  FP4MOE_REQUIRE_GPU();
+  test::SeededRng R;
+  MoeCase c;
+  c.router = v4_router(16, 1);
+  MoeFixture f(c, R.rng);
+  f.bias.assign(16, -50.0f);
+  f.bias[5] = 50.0f;  // every token picks expert 5; the other 15 get no tokens
+  f.dev->set_bias(f.bias);
+  const int64_t T = 1000;
+  const auto x = test::random_bf16(R.rng, T * c.hidden);
+  const auto logits = random_logits(R.rng, T, 16);
+  std::vector<int32_t> ids;
+  std::vector<float> w, ref;
+  f.reference(x, logits, {}, T, ids, w, ref);
+  for (int32_t id : ids) ASSERT_EQ(id, 5);
+  const RunResult g = run_gpu(f, x, logits, {}, T);
+  ASSERT_EQ(g.ids, ids);
+  EXPECT_EQ(test::count_non_finite(g.out.data(), static_cast<int64_t>(g.out.size())), 0);
+  EXPECT_LE(test::rel_l2(g.out, ref), kTol);
+}
+
+TEST(MoeLayer, ExpertMapWithAbsentExperts) {
+  FP4MOE_REQUIRE_GPU();
+  MoeCase c;
+  c.router = v4_router(32, 4);
+  c.n_local = 11;
+  for (int g = 0; g < 32; ++g) c.map.push_back(g % 3 == 0 ? g / 3 : -1);  // 11 local, 21 elsewhere
+  check_case(c, 64);
+  check_case(c, 1000);
+}
+
+TEST(MoeLayer, PinnedTokenTilesGiveIdenticalBits) {
+  FP4MOE_REQUIRE_GPU();
+  test::SeededRng R;
+  MoeCase c;
+  c.router = v4_router(16, 4);
+  MoeFixture f(c, R.rng);
+  const int64_t T = 300;
+  const auto x = test::random_bf16(R.rng, T * c.hidden);
+  const auto logits = random_logits(R.rng, T, 16);
+  const RunResult base = run_gpu(f, x, logits, {}, T);
+  for (int mt : {1, 2, 4, 8}) {
+    const RunResult r = run_gpu(f, x, logits, {}, T, cuda::MoeOptions{mt});
+    ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4)) << "mtiles " << mt;
+  }
+}
+
+TEST(MoeLayer, BatchInvariantAndRunToRunIdentical) {
+  FP4MOE_REQUIRE_GPU();
+  test::SeededRng R;
+  MoeCase c;
+  c.router = v4_router(32, 6);
+  MoeFixture f(c, R.rng);
+  const int64_t T = 1000, H = c.hidden, E = 32;
+  const auto x = test::random_bf16(R.rng, T * H);
+  const auto logits = random_logits(R.rng, T, 32);
+  const RunResult a = run_gpu(f, x, logits, {}, T);
+  const RunResult b = run_gpu(f, x, logits, {}, T);
+  ASSERT_EQ(0, std::memcmp(a.out.data(), b.out.data(), a.out.size() * 4)) << "two runs differ";
+  for (int64_t row : {int64_t{0}, int64_t{17}, int64_t{511}, T - 1}) {
+    const std::vector<float> x1(x.begin() + row * H, x.begin() + (row + 1) * H);
+    const std::vector<float> l1(logits.begin() + row * E, logits.begin() + (row + 1) * E);
+    const RunResult one = run_gpu(f, x1, l1, {}, 1);
+    ASSERT_EQ(0, std::memcmp(one.out.data(), a.out.data() + row * H, H * 4)) << "row " << row << " alone differs";
+  }
+}
+
+// Capture for a fixed T, replay with new inputs: equal to eager, bit for bit. Rows past
+// n_valid are padding with stale token ids (hash routing) and must come out zero.
+TEST(MoeGraph, ReplayEqualsEagerWithPaddedRows) {
+  FP4MOE_REQUIRE_GPU();
+  test::SeededRng R;
+  for (bool hash : {false, true}) {
+    MoeCase c;
+    c.router = v4_router(16, 4);  // T=64: routed tiles of 16, shared tiles of 64 (side stream)
+    if (hash) c.router.kind = cpu::RouterKind::kV4Hash, c.router.vocab = 100;
+    MoeFixture f(c, R.rng);
+    const int64_t T = 64, H = c.hidden;
+    cuda::DeviceBuffer x(T * H * 2), logits(T * 16 * 4), tok(T * 4), nvalid(4), out(T * H * 2), out_eager(T * H * 2);
+    cuda::MoeWorkspace ws = cuda::MoeWorkspace::create(*f.dev, T), ws_e = cuda::MoeWorkspace::create(*f.dev, T);
+    cuda::Stream s;
+    auto fill = [&](int32_t nv) {
+      test::upload_bf16(x, test::random_bf16(R.rng, T * H));
+      const auto l = random_logits(R.rng, T, 16);
+      logits.upload(l.data(), l.size() * 4);
+      auto tv = random_tokens(R.rng, T, 100);
+      for (int64_t t = nv; t < T; ++t) tv[static_cast<size_t>(t)] = (t % 2) ? -7 : (1 << 30);  // stale garbage
+      tok.upload(tv.data(), tv.size() * 4);
+      nvalid.upload(&nv, 4);
+      cuda::check_cuda(cudaDeviceSynchronize(), "fill");
+    };
+    auto fwd = [&](cuda::DeviceBuffer& o, cuda::MoeWorkspace& w, int64_t n, const int32_t* nv) {
+      cuda::moe_forward(*f.dev, x.get<__nv_bfloat16>(), n, logits.get<float>(), tok.get<int32_t>(), nv, o.get<__nv_bfloat16>(),
+                        w, s.get());
+    };
+    fill(T);
+    fwd(out, ws, T, nvalid.get<int32_t>());  // eager warm-up
+    s.sync();
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    cuda::check_cuda(cudaStreamBeginCapture(s.get(), cudaStreamCaptureModeGlobal), "begin capture");
+    fwd(out, ws, T, nvalid.get<int32_t>());
+    cuda::check_cuda(cudaStreamEndCapture(s.get(), &graph), "end capture");
+    cuda::check_cuda(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    for (int32_t nv : {int32_t{64}, int32_t{40}, int32_t{1}, int32_t{0}}) {
+      SCOPED_TRACE("hash=" + std::to_string(hash) + " n_valid=" + std::to_string(nv));
+      fill(nv);
+      test::poison(out);
+      test::poison(out_eager);
+      cuda::check_cuda(cudaGraphLaunch(exec, s.get()), "graph launch");
+      s.sync();
+      if (nv > 0) fwd(out_eager, ws_e, nv, nullptr);
+      s.sync();
+      const auto g = test::from_device(out, static_cast<size_t>(T * H), false);
+      const auto e = test::from_device(out_eager, static_cast<size_t>(nv * H), false);
+      ASSERT_EQ(0, std::memcmp(g.data(), e.data(), e.size() * 4)) << "replay differs from eager";
+      for (int64_t i = nv * H; i < T * H; ++i) ASSERT_EQ(g[static_cast<size_t>(i)], 0.0f) << "padded row " << i / H;
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+}
+
+TEST(MoeLayer, RejectsBadInput) {
+  FP4MOE_REQUIRE_GPU();
+  test::SeededRng R;
+  MoeCase c;
+  c.router = v4_router(8, 2);
+  MoeFixture f(c, R.rng);
+  EXPECT_THROW(f.dev->set_expert_map(std::vector<int32_t>(8, 9)), std::invalid_argument);
+  EXPECT_THROW(f.dev->upload_expert(0, f.dn[0].view(), f.dn[0].view()), std::invalid_argument);
+  cuda::MoeSpec bad = f.dev->spec;
+  bad.inter = 96;
+  EXPECT_THROW(cuda::MoeLayer::create(bad), std::invalid_argument);
+  cuda::MoeWorkspace ws = cuda::MoeWorkspace::create(*f.dev, 4);
+  EXPECT_THROW(cuda::moe_forward(*f.dev, nullptr, 5, nullptr, nullptr, nullptr, nullptr, ws, nullptr), std::invalid_argument);
+}
+
+// ---- T x hidden > 2^31 (int32 offsets would overflow); outside the sanitizer ---------------
+__global__ void fill_inputs(__nv_bfloat16* x, int64_t nx, float* l, int64_t nl, uint64_t seed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < nx + nl;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    uint64_t z = (static_cast<uint64_t>(i) + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+    z ^= z >> 31;
+    z *= 0xBF58476D1CE4E5B9ull;
+    z ^= z >> 29;
+    const float v = (static_cast<float>(z & 0xFFFF) / 65536.0f - 0.5f) * 4.0f;
+    if (i < nx) x[i] = __float2bfloat16_rn(v);
+    else l[i - nx] = __bfloat162float(__float2bfloat16_rn(v));
+  }
+}
+
+TEST(MoeLarge, TokensTimesHiddenAbove2Pow31) {
+  FP4MOE_REQUIRE_GPU();
+  test::SeededRng R;
+  MoeCase c;
+  c.router.kind = cpu::RouterKind::kSoftmax;
+  c.router.n_experts = 4;
+  c.router.top_k = 1;
+  c.hidden = 128;
+  c.inter = 64;
+  c.shared = false;
+  c.bias = false;
+  MoeFixture f(c, R.rng);
+  const int64_t H = c.hidden, E = 4;
+  const int64_t T = (int64_t{1} << 31) / H + 4096;  // T * H = 2^31 + 2^19
+  cuda::DeviceBuffer x(T * H * 2), logits(T * E * 4), out(T * H * 2);
+  fill_inputs<<<2048, 256>>>(x.get<__nv_bfloat16>(), T * H, logits.get<float>(), T * E, R.seed);
+  test::poison(out);
+  cuda::MoeWorkspace ws = cuda::MoeWorkspace::create(*f.dev, T);
+  cuda::moe_forward(*f.dev, x.get<__nv_bfloat16>(), T, logits.get<float>(), nullptr, nullptr, out.get<__nv_bfloat16>(), ws,
+                    nullptr);
+  cuda::check_cuda(cudaDeviceSynchronize(), "moe_forward (large)");
+  const int64_t edge = (int64_t{1} << 31) / H;
+  for (int64_t row : {int64_t{0}, int64_t{1}, T / 2, edge - 1, edge, edge + 1, T - 2, T - 1}) {
+    SCOPED_TRACE("row " + std::to_string(row));
+    std::vector<uint16_t> xb(static_cast<size_t>(H)), ob(static_cast<size_t>(H));
+    std::vector<float> l(static_cast<size_t>(E));
+    cuda::check_cuda(cudaMemcpy(xb.data(), x.get<uint8_t>() + row * H * 2, H * 2, cudaMemcpyDeviceToHost), "row");
+    cuda::check_cuda(cudaMemcpy(ob.data(), out.get<uint8_t>() + row * H * 2, H * 2, cudaMemcpyDeviceToHost), "row");
+    cuda::check_cuda(cudaMemcpy(l.data(), logits.get<uint8_t>() + row * E * 4, E * 4, cudaMemcpyDeviceToHost), "row");
+    std::vector<float> xr(static_cast<size_t>(H)), gr(static_cast<size_t>(H));
+    for (int64_t i = 0; i < H; ++i) xr[static_cast<size_t>(i)] = bf16_to_float(xb[static_cast<size_t>(i)]), gr[static_cast<size_t>(i)] = bf16_to_float(ob[static_cast<size_t>(i)]);
+    std::vector<int32_t> ids;
+    std::vector<float> w, ref;
+    f.reference(xr, l, {}, 1, ids, w, ref);
+    EXPECT_EQ(test::count_non_finite(gr.data(), H), 0);
+    EXPECT_LE(test::rel_l2(gr, ref), kTol);
+  }
+}
+
+}  // namespace
+}  // namespace fp4moe
