@@ -142,6 +142,35 @@ TEST(ModelForward, QuantizedFormatsEqualTheirDequantizedWeights) {
   }
 }
 
+// transformers' in-memory naming with stacked 3-D expert tensors loads the same model.
+TEST(ModelForward, StackedExpertTensorsLoadTheSameModel) {
+  test::SeededRng r;
+  const V4Config c = tiny_v4_config();
+  const InMemoryWeights w = make_tiny_weights(c, r.seed);
+  InMemoryWeights st = w;
+  const int64_t E = c.n_routed_experts, I = c.moe_intermediate_size, H = c.hidden_size;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    HostTensor gu{{E, 2 * I, H}, {}, StoredDtype::kBF16}, dn{{E, H, I}, {}, StoredDtype::kBF16};
+    for (int64_t e = 0; e < E; ++e) {
+      const std::string x = p + "ffn.experts." + std::to_string(e) + ".";
+      for (const char* part : {"w1", "w3", "w2"}) {
+        const Matrix& m = w.matrices.at(x + part + ".weight");
+        std::vector<float> v(static_cast<size_t>(m.rows * m.cols));
+        cpu::dequantize(m.view(), v.data());
+        (std::string(part) == "w2" ? dn : gu).values.insert((std::string(part) == "w2" ? dn : gu).values.end(), v.begin(), v.end());
+        st.matrices.erase(x + part + ".weight");
+      }
+    }
+    st.tensors[p + "mlp.experts.gate_up_proj"] = gu;
+    st.tensors[p + "mlp.experts.down_proj"] = dn;
+  }
+  const std::vector<int32_t> ids = random_ids(r.rng, 25, c.vocab_size);
+  const V4Model a(c, load_v4_weights(c, w), ModelOptions{cpu::ActDType::kBF16, nullptr});
+  const V4Model b(c, load_v4_weights(c, st), ModelOptions{cpu::ActDType::kBF16, nullptr});
+  EXPECT_EQ(max_abs_diff(run_chunks(a, ids, {25}), run_chunks(b, ids, {25})), 0.0f);
+}
+
 TEST(ModelForward, TokenOutsideTheVocabularyIsAnError) {
   const V4Model m = tiny_model(cpu::ActDType::kF32);
   SequenceState st = m.new_state();

@@ -222,7 +222,18 @@ V4Weights load_v4_weights(const V4Config& c, const WeightSource& src) {
         m.tid2eid[k] = static_cast<int32_t>(t[k]);
       }
     }
-    for (int64_t e = 0; e < E; ++e) {
+    const auto stacked_gu = L(i, {"mlp.experts.gate_up_proj", "ffn.experts.gate_up_proj"});
+    if (!ld.any(L(i, {"ffn.experts.0.w1.weight"})) && ld.any(stacked_gu)) {
+      // transformers' in-memory layout: experts stacked in 3-D BF16 tensors, gate_up = [E, 2I, H]
+      // (rows [0, I) gate, [I, 2I) up) and down = [E, H, I]; each expert becomes its own matrix.
+      const std::vector<float> gu = ld.vec(stacked_gu, {E, 2 * I, H});
+      const std::vector<float> dn = ld.vec(L(i, {"mlp.experts.down_proj", "ffn.experts.down_proj"}), {E, H, I});
+      for (int64_t e = 0; e < E; ++e) {
+        m.gate_up.push_back(GateUp{make_bf16_matrix(&gu[static_cast<size_t>(e * 2 * I * H)], 2 * I, H), {}, {}, false});
+        m.down.push_back(make_bf16_matrix(&dn[static_cast<size_t>(e * H * I)], H, I));
+      }
+    }
+    for (int64_t e = 0; e < E && m.down.size() < size_t(E); ++e) {  // one tensor per expert (saved names)
       const std::string p = "ffn.experts." + std::to_string(e) + ".";
       const Matrix g = ld.mat(L(i, {(p + "w1.weight").c_str()}), I, H);
       const Matrix u = ld.mat(L(i, {(p + "w3.weight").c_str()}), I, H);

@@ -8,6 +8,8 @@
 //
 // Linear weights stay in their stored format (Matrix); routed and shared experts' gate (w1)
 // and up (w3) are joined into one [2I, H] matrix whose two parts keep their own global scales.
+// Routed experts are read one tensor per expert (ffn.experts.E.w1/w2/w3), or from transformers'
+// stacked 3-D tensors (mlp.experts.gate_up_proj [E, 2I, H], down_proj [E, H, I]; BF16 values).
 #pragma once
 
 #include <cstdint>
