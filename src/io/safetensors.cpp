@@ -151,7 +151,7 @@ const char* to_string(ErrorKind k) {
 }
 
 CheckpointError::CheckpointError(ErrorKind kind, std::string file, const std::string& what)
-    : std::runtime_error(file + ": " + what), kind_(kind), file_(std::move(file)) {}
+    : std::runtime_error(file + ": " + what), kind_(kind), file_(std::move(file)), detail_(what) {}
 
 int64_t TensorInfo::numel() const {
   int64_t n = 1;
@@ -289,18 +289,19 @@ Checkpoint Checkpoint::open(const fs::path& path, const OpenProgress& on_file) {
   std::vector<fs::path> shard_paths;
   json weight_map;
   const fs::path index_path = path / "model.safetensors.index.json";
-  if (!fs::is_directory(path, ec)) {
+  const bool is_dir = fs::is_directory(path, ec);
+  c.dir_ = is_dir ? path : path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  if (!is_dir) {
     c.single_file_ = true;
-    c.dir_ = path.parent_path().empty() ? fs::path(".") : path.parent_path();
     shard_paths.push_back(path);
-  } else if (c.dir_ = path; fs::exists(index_path, ec)) {
+  } else if (fs::exists(index_path, ec)) {
     const std::string ip = index_path.string();
     json idx;
     try {
       idx = read_json_file(index_path);
     } catch (const CheckpointError& e) {
       if (e.kind() != ErrorKind::kInvalidConfig) throw;
-      fail(ErrorKind::kInvalidIndex, ip, e.what() + ip.size() + 2);
+      fail(ErrorKind::kInvalidIndex, ip, e.detail());
     }
     if (!idx.is_object() || !idx.contains("weight_map") || !idx["weight_map"].is_object())
       fail(ErrorKind::kInvalidIndex, ip, "no \"weight_map\" object");

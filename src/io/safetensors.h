@@ -67,10 +67,12 @@ class CheckpointError : public std::runtime_error {
   CheckpointError(ErrorKind kind, std::string file, const std::string& what);
   ErrorKind kind() const { return kind_; }
   const std::string& file() const { return file_; }
+  const std::string& detail() const { return detail_; }  // what() without the file name
 
  private:
   ErrorKind kind_;
   std::string file_;
+  std::string detail_;
 };
 
 struct TensorInfo {
