@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 rm -rf .snap
 mkdir .snap
 git archive HEAD CMakeLists.txt src/CMakeLists.txt src/formats src/ops tests/CMakeLists.txt tests/util tests/gpu \
-  tests/tools tests/test_w4a16_layout.cpp tests/test_codecs.cpp tests/test_block_quant.cpp tests/test_linear_ref.cpp \
+  tests/tools tests/test_w4a16_layout.cpp tests/test_codecs.cpp tests/test_block_quant.cpp tests/test_linear_ref.cpp tests/test_moe_ref.cpp \
   bench tools | tar -x -C .snap
 git rev-parse --short HEAD >.snap/COMMIT
 echo "snapshot of $(cat .snap/COMMIT) in .snap"

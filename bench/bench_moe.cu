@@ -1,0 +1,377 @@
+// Benchmark of the CUDA MoE layer (ops/cuda/moe.h) on DeepSeek-V4-Flash (256 experts,
+// hidden 4096, expert intermediate 2048, top-6, 1 shared) and V4-Pro (384, 7168, 3072,
+// top-6, 1 shared) layers, NVFP4 experts, following DESIGN.md's protocol:
+//   - fp4moe: the whole layer call (routing from logits, dispatch, grouped gate|up+SwiGLU,
+//     grouped down, shared expert, combine);
+//   - cuBLAS BF16 grouped: the same routing and dispatch kernels, a gather of the token rows,
+//     cublasGemmGroupedBatchedEx over the dequantized (bf16) experts for gate|up, a SwiGLU
+//     kernel, cublasGemmGroupedBatchedEx for down, the same combine. Its group sizes come
+//     from the host (that API needs them there), computed before timing: this favours it;
+//   - the FP4 weight-read floor: the FP4 code + scale bytes of the experts actually touched
+//     (plus the shared expert) divided by the bandwidth of a plain streaming-read kernel
+//     over 1 GiB, measured in the same run.
+// Routing is realistic random: normal logits, V4 scored router, no bias; 8 different logit
+// sets are rotated so that consecutive calls touch different experts (weights are not found
+// in L2). CUDA events around back-to-back calls after a warm-up, median of 7.
+// Memory: for V4-Pro the bf16 experts would take 51 GB; the baseline keeps at most 24 GB of
+// distinct bf16 experts and expert e uses copy e mod n (a 132 MB expert never stays in L2).
+// Output: a markdown table on stdout, one JSON object per row (--json FILE).
+// Usage: bench_moe [--json FILE] [--t LIST] [--models flash,pro]
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ops/cpu/moe_ref.h"
+#include "ops/cuda/moe.h"
+#include "ops/cuda/w4a16_kernels.h"
+
+using namespace fp4moe;
+using namespace fp4moe::cuda;
+
+namespace {
+
+#define CUBLAS_OK(x)                                                                 \
+  do {                                                                               \
+    const cublasStatus_t st_ = (x);                                                  \
+    if (st_ != CUBLAS_STATUS_SUCCESS) {                                              \
+      std::fprintf(stderr, "cuBLAS error %d at %s:%d\n", st_, __FILE__, __LINE__);   \
+      std::exit(1);                                                                  \
+    }                                                                                \
+  } while (0)
+
+struct Model {
+  const char* name;
+  int experts;
+  int64_t hidden, inter;
+};
+const Model kModels[] = {{"V4-Flash", 256, 4096, 2048}, {"V4-Pro", 384, 7168, 3072}};
+constexpr int kTopK = 6;
+constexpr int kSets = 8;
+
+__global__ void read_roof_kernel(const uint4* p, int64_t n16, unsigned* sink) {
+  uint32_t acc = 0;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n16;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint4 v = __ldcs(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) sink[blockIdx.x] = acc;
+}
+
+__device__ uint64_t mix(uint64_t z) {
+  z ^= z >> 31;
+  z *= 0xBF58476D1CE4E5B9ull;
+  z ^= z >> 29;
+  return z;
+}
+// Random codes; scale bytes in [lo, lo + span) (the repacked e5m3 bytes: scales 2^-2..2^2).
+__global__ void fill_bytes(uint8_t* p, int64_t n, uint64_t seed, int lo, int span) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint64_t z = mix((i + 1) * 0x9E3779B97F4A7C15ull ^ seed);
+    p[i] = span ? static_cast<uint8_t>(lo + z % span) : static_cast<uint8_t>(z);
+  }
+}
+__global__ void fill_bf16(__nv_bfloat16* p, int64_t n, uint64_t seed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    p[i] = __float2bfloat16((static_cast<float>(mix((i + 1) * 0x9E3779B97F4A7C15ull ^ seed) & 0xFFFF) / 65536.0f - 0.5f) * 2.0f);
+}
+// Baseline helpers: gather token rows into segment order; clamped SwiGLU on [P, 2I].
+__global__ void gather_rows(const __nv_bfloat16* x, const int32_t* sorted_tok, const int32_t* total, int64_t H,
+                            __nv_bfloat16* xs) {
+  const int64_t vec = H / 8, n = static_cast<int64_t>(*total) * vec;
+  for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < n;
+       v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = v / vec, c = (v % vec) * 8;
+    *reinterpret_cast<uint4*>(xs + r * H + c) = *reinterpret_cast<const uint4*>(x + sorted_tok[r] * H + c);
+  }
+}
+__global__ void swiglu_rows(const __nv_bfloat16* gu, const int32_t* total, int64_t I, float L, __nv_bfloat16* h) {
+  const int64_t n = static_cast<int64_t>(*total) * I;
+  for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < n;
+       v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = v / I, i = v % I;
+    const float g = fminf(__bfloat162float(gu[r * 2 * I + i]), L);
+    const float u = fminf(fmaxf(__bfloat162float(gu[r * 2 * I + I + i]), -L), L);
+    const float s = __bfloat162float(__float2bfloat16_rn(g / (1.0f + expf(-g))));
+    h[v] = __float2bfloat16_rn(s * u);
+  }
+}
+
+double time_us(const std::function<void(int)>& fn, int iters, int repeats = 7) {
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  for (int i = 0; i < 3; ++i) fn(i);
+  std::vector<double> t;
+  int call = 0;
+  for (int r = 0; r < repeats; ++r) {
+    cudaEventRecord(a);
+    for (int i = 0; i < iters; ++i) fn(call++);
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    t.push_back(ms * 1000.0 / iters);
+  }
+  check_cuda(cudaGetLastError(), "benchmark timing");
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+int iters_for(const std::function<void(int)>& fn) {
+  const double one = time_us(fn, 1, 3);
+  return static_cast<int>(std::clamp(3000.0 / std::max(one, 1.0), 2.0, 100.0));
+}
+
+struct Row {
+  std::string model;
+  int64_t T;
+  double fp4_us, cublas_us, floor_us, touched, rel_l2;
+  int64_t floor_bytes;
+  int mtiles;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string json_path;
+  std::vector<int64_t> ts = {1, 8, 32, 64, 128, 512, 4096};
+  std::string models = "flash,pro";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
+    else if (a == "--models" && i + 1 < argc) models = argv[++i];
+    else if (a == "--t" && i + 1 < argc) {
+      ts.clear();
+      std::string l = argv[++i];
+      for (size_t pos = 0; pos < l.size();) {
+        const size_t c = l.find(',', pos);
+        ts.push_back(std::stoll(l.substr(pos, c - pos)));
+        pos = c == std::string::npos ? l.size() : c + 1;
+      }
+    } else {
+      std::fprintf(stderr, "usage: bench_moe [--json FILE] [--t 1,8,64] [--models flash,pro]\n");
+      return 2;
+    }
+  }
+  cudaDeviceProp prop{};
+  check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  cublasHandle_t hb;
+  CUBLAS_OK(cublasCreate(&hb));
+  DeviceBuffer sink(1 << 16);
+  const int roof_blocks = prop.multiProcessorCount * 8;
+  double read_tbps = 0;
+  {
+    const int64_t bytes = 1ll << 30;
+    DeviceBuffer buf(bytes);
+    cudaMemset(buf.get(), 1, bytes);
+    auto fn = [&](int) { read_roof_kernel<<<roof_blocks, 512>>>(buf.get<uint4>(), bytes / 16, sink.get<unsigned>()); };
+    read_tbps = bytes / (time_us(fn, 10) * 1e-6) / 1e12;
+  }
+  std::printf("# GPU: %s (%d SMs), 1 GiB streaming read %.2f TB/s\n", prop.name, prop.multiProcessorCount, read_tbps);
+  const int64_t tmax = *std::max_element(ts.begin(), ts.end());
+
+  std::vector<Row> rows;
+  for (const Model& M : kModels) {
+    if (models.find(std::string(M.name) == "V4-Flash" ? "flash" : "pro") == std::string::npos) continue;
+    MoeSpec spec;
+    spec.router.kind = cpu::RouterKind::kV4Scored;
+    spec.router.n_experts = M.experts;
+    spec.router.top_k = kTopK;
+    spec.router.routed_scaling_factor = 1.5f;
+    spec.format = MatrixFormat::kNVFP4;
+    spec.hidden = M.hidden;
+    spec.inter = M.inter;
+    spec.n_local = M.experts;
+    spec.has_shared = true;
+    MoeLayer L = MoeLayer::create(spec);
+    fill_bytes<<<4096, 256>>>(L.gu_codes.get<uint8_t>(), L.gu_code_stride * L.slots, 1, 0, 0);
+    fill_bytes<<<4096, 256>>>(L.dn_codes.get<uint8_t>(), L.dn_code_stride * L.slots, 2, 0, 0);
+    fill_bytes<<<4096, 256>>>(L.gu_scales.get<uint8_t>(), L.gu_scale_stride * L.slots, 3, 64, 40);
+    fill_bytes<<<4096, 256>>>(L.dn_scales.get<uint8_t>(), L.dn_scale_stride * L.slots, 4, 64, 40);
+    std::vector<float> gs(static_cast<size_t>(2 * L.slots), 1.0f / 64);
+    L.gu_gscale.upload(gs.data(), gs.size() * 4);
+    L.dn_gscale.upload(gs.data(), static_cast<size_t>(L.slots) * 4);
+    // bf16 experts for the baseline (dequantized through the kernels' own path).
+    const int64_t gu_bf16 = 2 * M.inter * M.hidden * 2, dn_bf16 = M.hidden * M.inter * 2;
+    const int ncopies = static_cast<int>(std::min<int64_t>(L.slots, (24ll << 30) / (gu_bf16 + dn_bf16)));
+    DeviceBuffer wgu(static_cast<size_t>(gu_bf16 * ncopies)), wdn(static_cast<size_t>(dn_bf16 * ncopies));
+    for (int c = 0; c < ncopies; ++c) {
+      W4Args a;
+      a.nvfp4 = true;
+      a.codes = L.gu_codes.get<uint8_t>() + c * L.gu_code_stride;
+      a.scales = L.gu_scales.get<uint8_t>() + c * L.gu_scale_stride;
+      a.ktiles = L.gu_ktiles;
+      a.n = 2 * M.inter;
+      a.k = M.hidden;
+      check_cuda(launch_w4_dequantize(a, wgu.get<uint8_t>() + c * gu_bf16, false, false, nullptr), "dequantize");
+      a.codes = L.dn_codes.get<uint8_t>() + c * L.dn_code_stride;
+      a.scales = L.dn_scales.get<uint8_t>() + c * L.dn_scale_stride;
+      a.ktiles = L.dn_ktiles;
+      a.n = M.hidden;
+      a.k = M.inter;
+      check_cuda(launch_w4_dequantize(a, wdn.get<uint8_t>() + c * dn_bf16, false, false, nullptr), "dequantize");
+    }
+    // The dequantized experts hold code * scale; the baseline applies the global scale as alpha.
+    const float alpha = 1.0f / 64;
+    check_cuda(cudaDeviceSynchronize(), "setup");
+
+    MoeWorkspace ws = MoeWorkspace::create(L, tmax);
+    DeviceBuffer x(tmax * M.hidden * 2), out(tmax * M.hidden * 2), out_b(tmax * M.hidden * 2);
+    fill_bf16<<<1024, 256>>>(x.get<__nv_bfloat16>(), tmax * M.hidden, 7);
+    const int64_t P = tmax * (kTopK + 1);
+    DeviceBuffer xs(P * M.hidden * 2), gu_out(P * 2 * M.inter * 2), hb_buf(P * M.inter * 2);
+    std::mt19937_64 rng(42);
+    for (int64_t T : ts) {
+      // kSets routings: logits on the device, counts and touched experts from the CPU router.
+      std::vector<DeviceBuffer> logits;
+      std::vector<std::vector<int>> counts(kSets);
+      double touched = 0;
+      std::normal_distribution<float> nd(0.0f, 1.0f);
+      for (int s = 0; s < kSets; ++s) {
+        std::vector<float> l(static_cast<size_t>(T * M.experts));
+        for (auto& v : l) v = nd(rng);
+        std::vector<int32_t> ids(static_cast<size_t>(T * kTopK));
+        std::vector<float> w(ids.size());
+        cpu::moe_route(spec.router, l.data(), T, nullptr, nullptr, nullptr, ids.data(), w.data());
+        counts[static_cast<size_t>(s)].assign(static_cast<size_t>(L.slots), 0);
+        for (int32_t id : ids) counts[static_cast<size_t>(s)][static_cast<size_t>(id)]++;
+        counts[static_cast<size_t>(s)][static_cast<size_t>(M.experts)] = static_cast<int>(T);
+        std::set<int32_t> u(ids.begin(), ids.end());
+        touched += static_cast<double>(u.size() + 1) / kSets;
+        logits.emplace_back(l.size() * 4);
+        logits.back().upload(l.data(), l.size() * 4);
+      }
+      const int64_t floor_bytes = static_cast<int64_t>(touched * L.slot_stream_bytes());
+      const double floor_us = floor_bytes / (read_tbps * 1e12) * 1e6;
+      auto fp4_fn = [&](int i) {
+        moe_forward(L, x.get<__nv_bfloat16>(), T, logits[static_cast<size_t>(i % kSets)].get<float>(), nullptr, nullptr,
+                    out.get<__nv_bfloat16>(), ws, nullptr);
+      };
+      const double fp4_us = time_us(fp4_fn, iters_for(fp4_fn));
+      // Baseline pointer tables per routing set (host group sizes, device pointer arrays).
+      struct Groups {
+        std::vector<int> m_gu, m_dn, n, k_gu, k_dn, lda_gu, lda_dn, ldc_gu, ldc_dn;
+        DeviceBuffer A_gu, B_gu, C_gu, A_dn, B_dn, C_dn;
+        int count = 0;
+      };
+      std::vector<Groups> groups(kSets);
+      for (int s = 0; s < kSets; ++s) {
+        Groups& g = groups[static_cast<size_t>(s)];
+        std::vector<const void*> agu, bgu, adn, bdn;
+        std::vector<void*> cgu, cdn;
+        int64_t off = 0;
+        for (int e = 0; e < L.slots; ++e) {
+          const int c = counts[static_cast<size_t>(s)][static_cast<size_t>(e)];
+          if (c == 0) continue;
+          const int copy = e % ncopies;
+          g.m_gu.push_back(static_cast<int>(2 * M.inter));
+          g.m_dn.push_back(static_cast<int>(M.hidden));
+          g.n.push_back(c);
+          g.k_gu.push_back(static_cast<int>(M.hidden));
+          g.k_dn.push_back(static_cast<int>(M.inter));
+          agu.push_back(wgu.get<uint8_t>() + copy * gu_bf16);
+          bgu.push_back(xs.get<__nv_bfloat16>() + off * M.hidden);
+          cgu.push_back(gu_out.get<__nv_bfloat16>() + off * 2 * M.inter);
+          adn.push_back(wdn.get<uint8_t>() + copy * dn_bf16);
+          bdn.push_back(hb_buf.get<__nv_bfloat16>() + off * M.inter);
+          cdn.push_back(ws.y.get<__nv_bfloat16>() + off * M.hidden);
+          off += c;
+        }
+        g.count = static_cast<int>(g.n.size());
+        auto up = [](DeviceBuffer& d, const auto& v) {
+          d = DeviceBuffer(v.size() * sizeof(void*));
+          d.upload(v.data(), v.size() * sizeof(void*));
+        };
+        up(g.A_gu, agu), up(g.B_gu, bgu), up(g.C_gu, cgu), up(g.A_dn, adn), up(g.B_dn, bdn), up(g.C_dn, cdn);
+      }
+      check_cuda(cudaDeviceSynchronize(), "baseline tables");
+      const std::vector<cublasOperation_t> opT(static_cast<size_t>(L.slots), CUBLAS_OP_T), opN(static_cast<size_t>(L.slots), CUBLAS_OP_N);
+      const std::vector<float> alphas(static_cast<size_t>(L.slots), alpha), betas(static_cast<size_t>(L.slots), 0.0f);
+      const std::vector<int> ones(static_cast<size_t>(L.slots), 1);
+      auto base_fn = [&](int i) {
+        const int s = i % kSets;
+        const Groups& g = groups[static_cast<size_t>(s)];
+        moe_route(L, logits[static_cast<size_t>(s)].get<float>(), T, nullptr, nullptr, ws, nullptr);
+        moe_dispatch(L, T, nullptr, ws, nullptr);
+        const int32_t* total = ws.seg_off.get<int32_t>() + L.slots;
+        gather_rows<<<1024, 256>>>(x.get<__nv_bfloat16>(), ws.sorted_tok.get<int32_t>(), total, M.hidden, xs.get<__nv_bfloat16>());
+        CUBLAS_OK(cublasGemmGroupedBatchedEx(hb, opT.data(), opN.data(), g.m_gu.data(), g.n.data(), g.k_gu.data(), alphas.data(),
+                                             g.A_gu.get<const void*>(), CUDA_R_16BF, g.k_gu.data(), g.B_gu.get<const void*>(),
+                                             CUDA_R_16BF, g.k_gu.data(), betas.data(), g.C_gu.get<void*>(), CUDA_R_16BF,
+                                             g.m_gu.data(), g.count, ones.data(), CUBLAS_COMPUTE_32F));
+        swiglu_rows<<<1024, 256>>>(gu_out.get<__nv_bfloat16>(), total, M.inter, 10.0f, hb_buf.get<__nv_bfloat16>());
+        CUBLAS_OK(cublasGemmGroupedBatchedEx(hb, opT.data(), opN.data(), g.m_dn.data(), g.n.data(), g.k_dn.data(), alphas.data(),
+                                             g.A_dn.get<const void*>(), CUDA_R_16BF, g.k_dn.data(), g.B_dn.get<const void*>(),
+                                             CUDA_R_16BF, g.k_dn.data(), betas.data(), g.C_dn.get<void*>(), CUDA_R_16BF,
+                                             g.m_dn.data(), g.count, ones.data(), CUBLAS_COMPUTE_32F));
+        MoeCombineArgs c;
+        c.y = ws.y.get<__nv_bfloat16>();
+        c.pair_pos = ws.pair_pos.get<int32_t>();
+        c.weights = ws.weights.get<float>();
+        c.k = kTopK;
+        c.kp = kTopK + 1;
+        c.has_shared = true;
+        c.T = T;
+        c.H = M.hidden;
+        c.out = out_b.get<__nv_bfloat16>();
+        check_cuda(launch_moe_combine(c, nullptr), "baseline combine");
+      };
+      const double cub_us = time_us(base_fn, iters_for(base_fn));
+      // Agreement of the two on routing set 0 (same routing, same rounding points).
+      fp4_fn(0);
+      base_fn(0);
+      check_cuda(cudaDeviceSynchronize(), "compare");
+      std::vector<uint16_t> a(static_cast<size_t>(T * M.hidden)), b(a.size());
+      out.download(a.data(), a.size() * 2);
+      out_b.download(b.data(), b.size() * 2);
+      double num = 0, den = 0;
+      for (size_t i = 0; i < a.size(); ++i) {
+        const double u = bf16_to_float(a[i]), v = bf16_to_float(b[i]);
+        num += (u - v) * (u - v);
+        den += v * v;
+      }
+      const int mt = moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
+      rows.push_back(Row{M.name, T, fp4_us, cub_us, floor_us, touched, std::sqrt(num / std::max(den, 1e-30)), floor_bytes, mt});
+      std::fprintf(stderr, "%s T=%lld: fp4moe %.1f us, cuBLAS grouped %.1f us, floor %.1f us (%.1f experts), rel_l2 %.2e\n",
+                   M.name, static_cast<long long>(T), fp4_us, cub_us, floor_us, touched, rows.back().rel_l2);
+    }
+  }
+  std::printf("\n| model | T | fp4moe us | cuBLAS bf16 grouped us | speedup | FP4 floor us | fp4moe / floor | experts touched | FP4 TB/s | rel L2 vs baseline | token tiles |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const Row& r : rows)
+    std::printf("| %s | %lld | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.1f | %.2f | %.1e | %d |\n", r.model.c_str(),
+                static_cast<long long>(r.T), r.fp4_us, r.cublas_us, r.cublas_us / r.fp4_us, r.floor_us, r.fp4_us / r.floor_us,
+                r.touched, r.floor_bytes / (r.fp4_us * 1e-6) / 1e12, r.rel_l2, r.mtiles);
+  if (!json_path.empty()) {
+    FILE* f = std::fopen(json_path.c_str(), "w");
+    if (!f) return 1;
+    std::fprintf(f, "{\"gpu\": \"%s\", \"sms\": %d, \"read_1gib_tbps\": %.3f,\n \"rows\": [\n", prop.name,
+                 prop.multiProcessorCount, read_tbps);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::fprintf(f,
+                   "  {\"model\": \"%s\", \"op\": \"moe layer\", \"T\": %lld, \"fp4moe_us\": %.3f, \"cublas_grouped_bf16_us\": %.3f, "
+                   "\"floor_us\": %.3f, \"floor_bytes\": %lld, \"experts_touched\": %.2f, \"speedup_vs_cublas\": %.3f, "
+                   "\"floor_ratio\": %.3f, \"rel_l2_vs_baseline\": %.3e, \"mtiles\": %d}%s\n",
+                   r.model.c_str(), static_cast<long long>(r.T), r.fp4_us, r.cublas_us, r.floor_us,
+                   static_cast<long long>(r.floor_bytes), r.touched, r.cublas_us / r.fp4_us, r.fp4_us / r.floor_us, r.rel_l2,
+                   r.mtiles, i + 1 < rows.size() ? "," : "");
+    }
+    std::fprintf(f, " ]}\n");
+    std::fclose(f);
+  }
+  cublasDestroy(hb);
+  return 0;
+}
