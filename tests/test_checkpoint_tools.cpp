@@ -557,6 +557,7 @@ TEST(Doctor, EveryFindingFromAPlantedFault) {
                    s.spec.shape = {16, 8};
                  }),
                  "scale-shape", m + ".weight_scale");
+  expect_finding(run([&](auto& t) { named(t, m + ".weight_scale").spec.dtype = io::Dtype::kI8; }), "dtype", m + ".weight_scale");
 
   // Config disagrees with the tensors: a layer stored BF16 that the quant config says is NVFP4.
   expect_finding(run([](auto&) {}, [](json& h) { h["quantization"]["exclude_modules"] = {"head", "*.layers.[01].ffn.gate"}; }),
