@@ -27,6 +27,8 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using test::TempDir;
 
+std::string errors_of(const weights::DoctorReport& r);
+
 // ---- config.json -------------------------------------------------------------------------------
 TEST(Config, TinyDeepSeekV4) {
   const io::ModelConfig m = io::parse_model_config(test::tiny_v4_config(), "config.json");
@@ -391,6 +393,39 @@ TEST(LoadMatrix, CompressedTensorsReciprocalGlobalScale) {
   EXPECT_EQ(m.cols, 32);
   EXPECT_EQ(m.data, ref.data);
   EXPECT_EQ(f32_bits(m.ranges[0].global_scale), f32_bits(ct_global_scale_to_modelopt(ct_gs)));
+}
+
+TEST(Doctor, CompressedTensorsReciprocalScales) {
+  test::SeededRng r;
+  TempDir d;
+  const std::vector<float> w = test::random_bf16(r.rng, 8 * 32, 0.1f);
+  const Matrix ref = quantize_nvfp4_weight(w.data(), 8, 32);
+  auto f32 = [](float v) {
+    std::vector<uint8_t> b(4);
+    std::memcpy(b.data(), &v, 4);
+    return b;
+  };
+  auto write = [&](float gs, float igs) {
+    io::write_safetensors(d.path() / "ct.safetensors", {{{"l.weight_packed", io::Dtype::kU8, {8, 16}}, ref.data},
+                                                        {{"l.weight_scale", io::Dtype::kF8_E4M3, {8, 2}}, ref.scales},
+                                                        {{"l.weight_global_scale", io::Dtype::kF32, {1}}, f32(gs)},
+                                                        {{"l.input_global_scale", io::Dtype::kF32, {1}}, f32(igs)}});
+    test::write_text(d.path() / "config.json",
+                     R"({"quantization_config": {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized"}})");
+    const json cfg = io::read_json_file(d.path() / "config.json");
+    return weights::run_doctor(io::Checkpoint::open(d.path()), nullptr, io::detect_quant_scheme(d.path(), &cfg));
+  };
+  // Healthy: global 2688/amax, activations calibrated at amax 10 (input_global_scale = 268.8).
+  const weights::DoctorReport ok = write(modelopt_global_scale_to_ct(ref.ranges[0].global_scale), 268.8f);
+  EXPECT_EQ(ok.errors(), 0) << errors_of(ok);
+  std::set<std::string> got;
+  for (const auto& f : write(0.0f, 1e6f).findings) got.insert(f.check + " " + f.tensor);
+  EXPECT_TRUE(got.count("global-scale l.weight_global_scale"));
+  EXPECT_TRUE(got.count("input-scale-saturation l.input_global_scale"));  // 1/1e6 saturates above amax 0.0027
+  got.clear();
+  for (const auto& f : write(3e38f, 1e-39f).findings) got.insert(f.check + " " + f.tensor);
+  EXPECT_TRUE(got.count("global-scale l.weight_global_scale"));  // its reciprocal, weight_scale_2, is denormal
+  EXPECT_TRUE(got.count("input-scale-overflow l.input_global_scale"));
 }
 
 TEST(LoadMatrix, DeepSeekNativeFp8AndMxfp4) {
