@@ -83,7 +83,9 @@ TEST(ModelCheckpoint, QuantizedCheckpointsEqualQuantizingInMemory) {
     EXPECT_EQ(q.weights.layers[1].moe.gate_up[0].fused.format,
               scheme == weights::TargetScheme::kNVFP4 ? MatrixFormat::kNVFP4 : MatrixFormat::kMXFP4);
     // NVFP4 experts keep one global scale per part of the fused gate|up matrix.
-    if (scheme == weights::TargetScheme::kNVFP4) EXPECT_EQ(q.weights.layers[1].moe.gate_up[0].fused.ranges.size(), 2u);
+    if (scheme == weights::TargetScheme::kNVFP4) {
+      EXPECT_EQ(q.weights.layers[1].moe.gate_up[0].fused.ranges.size(), 2u);
+    }
     const std::vector<float> l = logits_of(q.config, q.weights, kIds);
     ASSERT_EQ(test::count_non_finite(l.data(), int64_t(l.size())), 0);
     const std::vector<float> ref = logits_of(c, load_v4_weights(c, quantized_in_memory(mem, scheme)), kIds);

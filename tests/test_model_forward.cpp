@@ -136,7 +136,9 @@ TEST(ModelForward, QuantizedFormatsEqualTheirDequantizedWeights) {
     }
     const V4Model mq(c, load_v4_weights(c, q), ModelOptions{cpu::ActDType::kBF16, nullptr});
     const V4Model md(c, load_v4_weights(c, deq), ModelOptions{cpu::ActDType::kBF16, nullptr});
-    if (f == MatrixFormat::kFP8Block) EXPECT_TRUE(mq.weights().layers[0].moe.gate_up[0].split);
+    if (f == MatrixFormat::kFP8Block) {
+      EXPECT_TRUE(mq.weights().layers[0].moe.gate_up[0].split);
+    }
     EXPECT_EQ(mq.weights().layers[0].attn.wo_a[1].format, f);
     EXPECT_EQ(max_abs_diff(run_chunks(mq, ids, {30}), run_chunks(md, ids, {30})), 0.0f);
   }
