@@ -1,9 +1,10 @@
 // Kernel and tile choice for the W4A16 linear: a plain host function (tested on the CPU,
-// pinnable from tests and the benchmark). Mirrors w4a16_decode.cu / w4a16_prefill.cu.
+// pinnable from tests and the benchmark). Mirrors w4a16_decode.cu, w4a16_prefill.cu and
+// w4a16_prefill_wgmma.cu.
 //
 //   decode  (M <= 64): memory-bound. One CTA = 8 warps = 8 strips of 16 rows over one
-//           k-range; the activations of the range sit in shared memory once per CTA and
-//           serve all 8 strips. The k-range is split across CTAs (split-K) until the grid
+//           k-range; the activations of each 256-k chunk are staged in shared memory once
+//           per CTA and serve all 8 strips. The k-range is split across CTAs (split-K) until the grid
 //           fills one wave of resident CTAs; partial sums go to an fp32 workspace and the last
 //           CTA of a tile adds them in split order (deterministic, no float atomics).
 //   prefill (M > 64): compute-bound. CTA tile 128 rows x 128 tokens x 64 k, 8 warps,

@@ -16,6 +16,8 @@
 //   - Split-K partials go to an fp32 workspace; the last CTA of a column (atomic counter)
 //     adds them in split order and writes y: deterministic, no float atomics, and the
 //     counter is reset for the next call (CUDA-graph replay safe).
+// Measured limit (bench/RESULTS.md, ncu): integer instruction issue of the dequantization
+// (ALU pipe ~62% busy at 64% issue), 0.41-0.65 of the HBM read roof at m <= 16.
 #include <cuda_bf16.h>
 
 #include "ops/cuda/w4a16_common.cuh"
