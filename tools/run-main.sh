@@ -1,9 +1,36 @@
 #!/usr/bin/env bash
-# Builds fp4moe and runs its main job: `fp4moe demo` (a DeepSeek-V4-Flash expert quantized
-# to NVFP4 and MXFP4, run by the reference linear, compared with BF16).
+# Builds fp4moe and runs its main job: a tiny DeepSeek-V4 checkpoint is made (BF16, once),
+# quantized to NVFP4 in ModelOpt's layout, checked by the doctor, and run: greedy generation
+# with the full V4 forward on the CPU reference backend. On a machine with a GPU (and the
+# CUDA backend built), the FP4 linear kernels then run on the DeepSeek-V4 decode shapes
+# against cuBLAS BF16 (a short benchmark).
+# Extra arguments go to `fp4moe run` (e.g. --max-new-tokens 64 --logits-out out/logits.safetensors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DFP4MOE_BUILD_TESTS=OFF
-cmake --build build -j"$(nproc)" --target fp4moe
-./build/fp4moe demo "$@"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+gpu=0
+nvidia-smi -L >/dev/null 2>&1 && gpu=1
+targets=(fp4moe)
+[ "$gpu" = 1 ] && grep -q "FP4MOE_HAVE_CUDA:INTERNAL=ON" build/CMakeCache.txt 2>/dev/null && targets+=(bench_linear)
+cmake --build build -j"$(nproc)" --target "${targets[@]}"
+
+mkdir -p out
+if [ ! -f out/tiny-v4/config.json ]; then
+  ./build/fp4moe make-tiny out/tiny-v4
+fi
+rm -rf out/tiny-v4-nvfp4
+./build/fp4moe quantize out/tiny-v4 out/tiny-v4-nvfp4 --scheme nvfp4
+if ./build/fp4moe doctor out/tiny-v4-nvfp4 >out/doctor.txt; then
+  echo "doctor: $(tail -n 1 out/doctor.txt) (full report: out/doctor.txt)"
+else
+  cat out/doctor.txt
+  exit 1
+fi
+./build/fp4moe run --model out/tiny-v4-nvfp4 --prompt-ids "1,2,3,4,5" --max-new-tokens 32 "$@"
+
+if [ -x build/bench/bench_linear ]; then
+  echo
+  echo "GPU: FP4 linear kernels on DeepSeek-V4 decode shapes (1 and 16 tokens) against cuBLAS BF16"
+  ./build/bench/bench_linear --quick --m 1,16
+fi
