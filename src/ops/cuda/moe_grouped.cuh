@@ -6,7 +6,8 @@
 //     a binary search over the device tile offsets (moe_kernels.h), so the grid is sized on
 //     the host from T alone (no host synchronization) and CTAs past the last real tile exit
 //     at once; experts with no tokens own no tile and cost nothing.
-//   - Weights stream to registers (16-byte evict-first loads, a chunk of 4 tiles ahead);
+//   - Weights stream to registers (16-byte evict-first loads, a chunk of 8 (one token tile)
+//     or 4 tiles ahead);
 //     the tile's activation rows are gathered by cp.async into shared memory (double
 //     buffered) through sorted_tok (gate|up: x rows of the tokens) or read in place (down:
 //     h rows in segment order). mma.sync m16n8k16 with the weight as A.
@@ -32,13 +33,17 @@ using detail::mma_bf16;
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kChunkTiles = 4;
-constexpr int kChunkK = kChunkTiles * kTileK;
-constexpr int kXPitch = kChunkK + 8;  // bf16 per smem row (+16 bytes: conflict-free ldmatrix)
+// k-tiles per chunk: with one token tile (decode, memory-bound) a warp keeps 8 tiles (4.6 KB)
+// of weights in flight instead of 4, at 2 CTAs/SM instead of 3 (the grid of a decode call is
+// below one wave either way).
+template <int MT>
+constexpr int chunk_tiles() { return MT == 1 ? 8 : 4; }
+template <int MT>
+constexpr int x_pitch() { return chunk_tiles<MT>() * kTileK + 8; }  // bf16 per smem row (+16 bytes: conflict-free ldmatrix)
 constexpr int kEpPitch = 128 + 1;     // fp32 per epilogue row (gate|up exchange)
 
 template <int MT>
-constexpr int smem_bytes() { return 2 * MT * 8 * kXPitch * 2; }
+constexpr int smem_bytes() { return 2 * MT * 8 * x_pitch<MT>() * 2; }
 static_assert(8 * kEpPitch * 4 <= smem_bytes<1>(), "the gate|up exchange fits in the activation buffers");
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
@@ -50,6 +55,7 @@ __device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_g
 
 template <int MT>
 __device__ __forceinline__ void b_fragments(const __nv_bfloat16* xs, int kc, int lane, uint32_t (&b)[MT][2]) {
+  constexpr int kXPitch = x_pitch<MT>();
 #pragma unroll
   for (int t = 0; t < MT; t += 2) {
     const int sub = MT == 1 ? 0 : lane / 16;
@@ -67,10 +73,13 @@ __device__ __forceinline__ void b_fragments(const __nv_bfloat16* xs, int kc, int
 }
 
 template <int MT, bool NV, bool GATEUP>
-__global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 2) moe_grouped_kernel(const MoeGroupedArgs a, int row_blocks) {
+__global__ void __launch_bounds__(kThreads, 2) moe_grouped_kernel(const MoeGroupedArgs a, int row_blocks) {
   extern __shared__ __align__(16) __nv_bfloat16 xbuf[];  // [2][MT*8][kXPitch]
   __shared__ int64_t src_row[MT * 8];
   constexpr int kTok = MT * 8;
+  constexpr int kChunkTiles = chunk_tiles<MT>();
+  constexpr int kChunkK = kChunkTiles * kTileK;
+  constexpr int kXPitch = x_pitch<MT>();
 
   const int64_t bid = blockIdx.x;
   const int rb = static_cast<int>(bid % row_blocks);
@@ -245,6 +254,10 @@ cudaError_t prepare_grouped() {
   raise(moe_grouped_kernel<8, false, GATEUP>, smem_bytes<8>());
   raise(moe_grouped_kernel<4, true, GATEUP>, smem_bytes<4>());
   raise(moe_grouped_kernel<4, false, GATEUP>, smem_bytes<4>());
+  raise(moe_grouped_kernel<2, true, GATEUP>, smem_bytes<2>());
+  raise(moe_grouped_kernel<2, false, GATEUP>, smem_bytes<2>());
+  raise(moe_grouped_kernel<1, true, GATEUP>, smem_bytes<1>());
+  raise(moe_grouped_kernel<1, false, GATEUP>, smem_bytes<1>());
   return e;
 }
 

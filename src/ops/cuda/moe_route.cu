@@ -25,6 +25,7 @@ namespace {
 
 constexpr int kRouteWarps = 8;
 constexpr int kPerLane = kMoeMaxExperts / 32;
+constexpr int kMaxTopK = 16;  // as cpu::validate_router
 
 __device__ __forceinline__ float rd(float x, bool bf16) { return bf16 ? __bfloat162float(__float2bfloat16_rn(x)) : x; }
 __device__ __forceinline__ float nan_to_neg_inf(float v) { return isnan(v) ? -INFINITY : v; }
@@ -54,13 +55,26 @@ __device__ __forceinline__ float score_of(MoeRouterKind kind, float l, bool bf16
   return l;
 }
 
-__global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRouteArgs a) {
-  __shared__ float s_sm[kRouteWarps][kMoeMaxExperts];  // scores (V4, V3) of the warp's token
-  __shared__ float k_sm[kRouteWarps][kMoeMaxExperts];  // keys (V3 group scores)
+// tpb tokens per block (1..8): phase 1 spreads the tpb x E score evaluations over the whole
+// block (at T = 1 every thread evaluates one expert instead of one warp evaluating all);
+// phase 2 gives each token one warp for the selection.
+__global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRouteArgs a, int tpb) {
+  __shared__ float s_sm[kRouteWarps][kMoeMaxExperts];  // scores of each token
+  __shared__ float k_sm[kRouteWarps][kMoeMaxExperts];  // selection keys of each token
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + warp;
-  if (t >= a.T) return;
   const int E = a.n_experts, K = a.top_k;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * tpb;
+  const int ntok = static_cast<int>(min(static_cast<int64_t>(tpb), a.T - t0));
+  for (int i = threadIdx.x; i < ntok * E; i += blockDim.x) {
+    const int tl = i / E, e = i % E;
+    const float sc = score_of(a.kind, a.logits[(t0 + tl) * E + e], a.round_bf16);
+    s_sm[tl][e] = sc;
+    k_sm[tl][e] = a.kind == MoeRouterKind::kSoftmax ? nan_to_neg_inf(sc)
+                                                     : nan_to_neg_inf(rd(__fadd_rn(sc, a.bias ? a.bias[e] : 0.0f), a.round_bf16));
+  }
+  __syncthreads();
+  if (warp >= ntok) return;
+  const int64_t t = t0 + warp;
   int32_t* ids = a.ids + t * K;
   float* wts = a.weights + t * K;
   const bool padded = a.n_valid && t >= *a.n_valid;
@@ -68,21 +82,13 @@ __global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRo
     for (int j = lane; j < K; j += 32) ids[j] = -1, wts[j] = 0.0f;
   };
   if (padded) return drop();
-  const float* l = a.logits + t * E;
   float key[kPerLane];
-  float* s = s_sm[warp];
+  const float* s = s_sm[warp];
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) {
     const int e = lane + 32 * i;
-    key[i] = -INFINITY;
-    if (e < E) {
-      const float sc = score_of(a.kind, l[e], a.round_bf16);
-      s[e] = sc;
-      if (a.kind == MoeRouterKind::kSoftmax) key[i] = nan_to_neg_inf(sc);
-      else key[i] = nan_to_neg_inf(rd(__fadd_rn(sc, a.bias ? a.bias[e] : 0.0f), a.round_bf16));
-    }
+    key[i] = e < E ? k_sm[warp][e] : -INFINITY;
   }
-  __syncwarp();
 
   if (a.kind == MoeRouterKind::kV4Hash) {
     const int64_t tok = a.token_ids[t];
@@ -105,11 +111,7 @@ __global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRo
   }
 
   if (a.kind == MoeRouterKind::kV3Grouped) {
-    float* ks = k_sm[warp];
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i)
-      if (lane + 32 * i < E) ks[lane + 32 * i] = key[i];
-    __syncwarp();
+    const float* ks = k_sm[warp];
     const int per = E / a.n_group;
     Cand g{-INFINITY, INT_MAX};
     if (lane < a.n_group) {
@@ -207,6 +209,26 @@ __device__ __forceinline__ int slot_of(const MoeDispatchArgs& a, int64_t p) {
   return a.expert_map[g];
 }
 
+// Places pairs [p0, p1) in order, one warp: ranks among equal slots by __match_any_sync, then
+// the lowest lane of each group advances its slot's next position (base, shared memory).
+__device__ __forceinline__ void ordered_scatter(const MoeDispatchArgs& a, int64_t p0, int64_t p1, int* base, int lane) {
+  for (int64_t g0 = p0; g0 < p1; g0 += 32) {
+    const int64_t p = g0 + lane;
+    const int e = p < p1 ? slot_of(a, p) : -2;
+    const unsigned peers = __match_any_sync(0xffffffffu, e);
+    const int rank = __popc(peers & ((1u << lane) - 1u));
+    int pos = -1;
+    if (e >= 0) pos = base[e] + rank;
+    __syncwarp();
+    if (e >= 0 && lane == __ffs(peers) - 1) base[e] += __popc(peers);
+    __syncwarp();
+    if (p < p1) {
+      a.pair_pos[p] = pos;
+      if (pos >= 0) a.sorted_tok[pos] = static_cast<int32_t>(p / a.kp);
+    }
+  }
+}
+
 __global__ void __launch_bounds__(256) moe_count_kernel(const MoeDispatchArgs a) {
   extern __shared__ int hist[];
   for (int e = threadIdx.x; e < a.slots; e += blockDim.x) hist[e] = 0;
@@ -254,22 +276,36 @@ __global__ void __launch_bounds__(32) moe_scatter_kernel(const MoeDispatchArgs a
   __syncwarp();
   const int64_t P = a.T * a.kp;
   const int64_t p0 = static_cast<int64_t>(blockIdx.x) * kMoeDispatchChunk;
-  const int64_t p1 = min(P, p0 + kMoeDispatchChunk);
-  for (int64_t g0 = p0; g0 < p1; g0 += 32) {
-    const int64_t p = g0 + lane;
-    const int e = p < p1 ? slot_of(a, p) : -2;
-    const unsigned peers = __match_any_sync(0xffffffffu, e);
-    const int rank = __popc(peers & ((1u << lane) - 1u));
-    int pos = -1;
-    if (e >= 0) pos = base[e] + rank;
-    __syncwarp();
-    if (e >= 0 && lane == __ffs(peers) - 1) base[e] += __popc(peers);
-    __syncwarp();
-    if (p < p1) {
-      a.pair_pos[p] = pos;
-      if (pos >= 0) a.sorted_tok[pos] = static_cast<int32_t>(p / a.kp);
-    }
+  ordered_scatter(a, p0, min(P, p0 + kMoeDispatchChunk), base, lane);
+}
+
+// Decode-sized dispatch (one chunk): histogram, scan and ordered scatter in one block, the
+// same positions as the three kernels above, two launches fewer.
+__global__ void __launch_bounds__(kMoeMaxSlots) moe_dispatch_one_kernel(const MoeDispatchArgs a) {
+  using Scan = cub::BlockScan<int, kMoeMaxSlots>;
+  __shared__ typename Scan::TempStorage tmp;
+  __shared__ int hist[kMoeMaxSlots];
+  const int e = threadIdx.x;
+  hist[e] = 0;
+  __syncthreads();
+  const int64_t P = a.T * a.kp;
+  for (int64_t p = threadIdx.x; p < P; p += blockDim.x) {
+    const int sl = slot_of(a, p);
+    if (sl >= 0) atomicAdd(&hist[sl], 1);
   }
+  __syncthreads();
+  const int run = e < a.slots ? hist[e] : 0;
+  const int tt = e == a.shared_slot ? a.shared_tile_tokens : a.tile_tokens;
+  const int tiles = (run + tt - 1) / tt;
+  int seg, tile, seg_total, tile_total;
+  Scan(tmp).ExclusiveSum(run, seg, seg_total);
+  __syncthreads();
+  Scan(tmp).ExclusiveSum(tiles, tile, tile_total);
+  if (e < a.slots) a.seg_off[e] = seg, a.tile_off[e] = tile, hist[e] = seg;
+  if (e == 0) a.seg_off[a.slots] = seg_total, a.tile_off[a.slots] = tile_total;
+  __syncthreads();
+  if (threadIdx.x >= 32) return;
+  ordered_scatter(a, 0, P, hist, threadIdx.x);
 }
 
 // ---- combine ------------------------------------------------------------------------------
@@ -280,14 +316,23 @@ __global__ void __launch_bounds__(256) moe_combine_kernel(const MoeCombineArgs a
        v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = v / vec_per_row, c = (v % vec_per_row) * 8;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int j = 0; j < a.k; ++j) {
-      const int32_t pos = a.pair_pos[t * a.kp + j];
-      if (pos < 0) continue;
-      const float w = a.weights[t * a.k + j];
-      const uint4 raw = *reinterpret_cast<const uint4*>(a.y + static_cast<int64_t>(pos) * a.H + c);
-      const __nv_bfloat16* yv = reinterpret_cast<const __nv_bfloat16*>(&raw);
+    int32_t pos[kMaxTopK];
+    float w[kMaxTopK];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) acc[i] = __fadd_rn(acc[i], __fmul_rn(__bfloat162float(yv[i]), w));
+    for (int j = 0; j < kMaxTopK; ++j) {
+      pos[j] = j < a.k ? a.pair_pos[t * a.kp + j] : -1;
+      w[j] = j < a.k ? a.weights[t * a.k + j] : 0.0f;
+    }
+    uint4 raw[kMaxTopK];
+#pragma unroll
+    for (int j = 0; j < kMaxTopK; ++j)  // all loads in flight before the first use
+      raw[j] = pos[j] >= 0 ? *reinterpret_cast<const uint4*>(a.y + static_cast<int64_t>(pos[j]) * a.H + c) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int j = 0; j < kMaxTopK; ++j) {
+      if (pos[j] < 0) continue;
+      const __nv_bfloat16* yv = reinterpret_cast<const __nv_bfloat16*>(&raw[j]);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[i] = __fadd_rn(acc[i], __fmul_rn(__bfloat162float(yv[i]), w[j]));
     }
     int32_t spos = -1;
     if (a.has_shared) spos = a.pair_pos[t * a.kp + a.k];
@@ -310,8 +355,9 @@ __global__ void __launch_bounds__(256) moe_combine_kernel(const MoeCombineArgs a
 
 cudaError_t launch_moe_route(const MoeRouteArgs& a, cudaStream_t s) {
   if (a.T == 0) return cudaSuccess;
-  const int64_t blocks = (a.T + kRouteWarps - 1) / kRouteWarps;
-  moe_route_kernel<<<static_cast<unsigned>(blocks), kRouteWarps * 32, 0, s>>>(a);
+  const int tpb = a.T < 1024 ? 1 : kRouteWarps;  // few tokens: one block each, all threads scoring
+  const int64_t blocks = (a.T + tpb - 1) / tpb;
+  moe_route_kernel<<<static_cast<unsigned>(blocks), kRouteWarps * 32, 0, s>>>(a, tpb);
   return cudaGetLastError();
 }
 
@@ -319,6 +365,10 @@ cudaError_t launch_moe_dispatch(const MoeDispatchArgs& a, cudaStream_t s) {
   const int64_t P = a.T * a.kp;
   const int64_t nchunks = moe_dispatch_chunks(P);
   const size_t hist_bytes = static_cast<size_t>(a.slots) * 4;
+  if (nchunks == 1) {
+    moe_dispatch_one_kernel<<<1, kMoeMaxSlots, 0, s>>>(a);
+    return cudaGetLastError();
+  }
   if (nchunks > 0) {
     moe_count_kernel<<<static_cast<unsigned>(nchunks), 256, hist_bytes, s>>>(a);
     if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
