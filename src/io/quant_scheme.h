@@ -15,6 +15,7 @@
 // format (weights/linear.h) and the doctor reports where the two disagree.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <string>

@@ -19,6 +19,7 @@
 // Errors make `doctor` exit 1; warnings are reported and, with --strict, count as errors.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>

@@ -13,6 +13,7 @@
 // into the Matrix. Fused projections load with load_fused, which keeps each part's global scale.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>

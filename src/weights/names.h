@@ -9,6 +9,7 @@
 // name (attention, routed experts, ...) groups tensors for `inspect`.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
