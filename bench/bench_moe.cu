@@ -137,7 +137,7 @@ int iters_for(const std::function<void(int)>& fn) {
 struct Row {
   std::string model;
   int64_t T;
-  double fp4_us, cublas_us, floor_us, touched, rel_l2;
+  double fp4_us, graph_us, cublas_us, floor_us, touched, rel_l2;
   int64_t floor_bytes;
   int mtiles;
 };
@@ -260,6 +260,25 @@ int main(int argc, char** argv) {
                     out.get<__nv_bfloat16>(), ws, nullptr);
       };
       const double fp4_us = time_us(fp4_fn, iters_for(fp4_fn));
+      // The same calls replayed from CUDA graphs (one per routing set): launch overhead off.
+      std::vector<cudaGraphExec_t> execs(kSets);
+      {
+        cudaStream_t cs;
+        check_cuda(cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking), "capture stream");
+        for (int si = 0; si < kSets; ++si) {
+          cudaGraph_t g;
+          check_cuda(cudaStreamBeginCapture(cs, cudaStreamCaptureModeGlobal), "capture");
+          moe_forward(L, x.get<__nv_bfloat16>(), T, logits[static_cast<size_t>(si)].get<float>(), nullptr, nullptr,
+                      out.get<__nv_bfloat16>(), ws, cs);
+          check_cuda(cudaStreamEndCapture(cs, &g), "capture");
+          check_cuda(cudaGraphInstantiate(&execs[static_cast<size_t>(si)], g, 0), "instantiate");
+          cudaGraphDestroy(g);
+        }
+        cudaStreamDestroy(cs);
+      }
+      auto graph_fn = [&](int i) { check_cuda(cudaGraphLaunch(execs[static_cast<size_t>(i % kSets)], nullptr), "graph launch"); };
+      const double graph_us = time_us(graph_fn, iters_for(graph_fn));
+      for (cudaGraphExec_t e : execs) cudaGraphExecDestroy(e);
       // Baseline pointer tables per routing set (host group sizes, device pointer arrays).
       struct Groups {
         std::vector<int> m_gu, m_dn, n, k_gu, k_dn, lda_gu, lda_dn, ldc_gu, ldc_dn;
@@ -346,17 +365,18 @@ int main(int argc, char** argv) {
       const int mt = moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
       // With aliased bf16 copies the baseline computes other experts' products: no comparison.
       const double rl2 = ncopies < L.slots ? -1.0 : std::sqrt(num / std::max(den, 1e-30));
-      rows.push_back(Row{M.name, T, fp4_us, cub_us, floor_us, touched, rl2, floor_bytes, mt});
-      std::fprintf(stderr, "%s T=%lld: fp4moe %.1f us, cuBLAS grouped %.1f us, floor %.1f us (%.1f experts), rel_l2 %.2e\n",
-                   M.name, static_cast<long long>(T), fp4_us, cub_us, floor_us, touched, rows.back().rel_l2);
+      rows.push_back(Row{M.name, T, fp4_us, graph_us, cub_us, floor_us, touched, rl2, floor_bytes, mt});
+      std::fprintf(stderr, "%s T=%lld: fp4moe %.1f us (graph %.1f us), cuBLAS grouped %.1f us, floor %.1f us (%.1f experts), rel_l2 %.2e\n",
+                   M.name, static_cast<long long>(T), fp4_us, graph_us, cub_us, floor_us, touched, rows.back().rel_l2);
     }
   }
-  std::printf("\n| model | T | fp4moe us | cuBLAS bf16 grouped us | speedup | FP4 floor us | fp4moe / floor | experts touched | FP4 TB/s | rel L2 vs baseline | token tiles |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("\n| model | T | fp4moe us | fp4moe graph us | cuBLAS bf16 grouped us | speedup | FP4 floor us | fp4moe / floor | graph / floor | experts touched | FP4 TB/s (graph) | rel L2 vs baseline | token tiles |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Row& r : rows)
-    std::printf("| %s | %lld | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.1f | %.2f | %.1e | %d |\n", r.model.c_str(),
-                static_cast<long long>(r.T), r.fp4_us, r.cublas_us, r.cublas_us / r.fp4_us, r.floor_us, r.fp4_us / r.floor_us,
-                r.touched, r.floor_bytes / (r.fp4_us * 1e-6) / 1e12, r.rel_l2, r.mtiles);
+    std::printf("| %s | %lld | %.1f | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.2fx | %.1f | %.2f | %.1e | %d |\n", r.model.c_str(),
+                static_cast<long long>(r.T), r.fp4_us, r.graph_us, r.cublas_us, r.cublas_us / r.fp4_us, r.floor_us,
+                r.fp4_us / r.floor_us, r.graph_us / r.floor_us, r.touched, r.floor_bytes / (r.graph_us * 1e-6) / 1e12, r.rel_l2,
+                r.mtiles);
   if (!json_path.empty()) {
     FILE* f = std::fopen(json_path.c_str(), "w");
     if (!f) return 1;
@@ -365,10 +385,10 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& r = rows[i];
       std::fprintf(f,
-                   "  {\"model\": \"%s\", \"op\": \"moe layer\", \"T\": %lld, \"fp4moe_us\": %.3f, \"cublas_grouped_bf16_us\": %.3f, "
+                   "  {\"model\": \"%s\", \"op\": \"moe layer\", \"T\": %lld, \"fp4moe_us\": %.3f, \"fp4moe_graph_us\": %.3f, \"cublas_grouped_bf16_us\": %.3f, "
                    "\"floor_us\": %.3f, \"floor_bytes\": %lld, \"experts_touched\": %.2f, \"speedup_vs_cublas\": %.3f, "
                    "\"floor_ratio\": %.3f, \"rel_l2_vs_baseline\": %.3e, \"mtiles\": %d}%s\n",
-                   r.model.c_str(), static_cast<long long>(r.T), r.fp4_us, r.cublas_us, r.floor_us,
+                   r.model.c_str(), static_cast<long long>(r.T), r.fp4_us, r.graph_us, r.cublas_us, r.floor_us,
                    static_cast<long long>(r.floor_bytes), r.touched, r.cublas_us / r.fp4_us, r.fp4_us / r.floor_us, r.rel_l2,
                    r.mtiles, i + 1 < rows.size() ? "," : "");
     }
