@@ -7,7 +7,7 @@
 //     the host from T alone (no host synchronization) and CTAs past the last real tile exit
 //     at once; experts with no tokens own no tile and cost nothing.
 //   - Weights stream to registers (16-byte evict-first loads, a chunk of 8 (one token tile)
-//     or 4 tiles ahead) and the chunk after that is prefetched into L2;
+//     or 4 tiles ahead);
 //     the tile's activation rows are gathered by cp.async into shared memory (double
 //     buffered) through sorted_tok (gate|up: x rows of the tokens) or read in place (down:
 //     h rows in segment order). mma.sync m16n8k16 with the weight as A.
@@ -151,19 +151,6 @@ __global__ void __launch_bounds__(kThreads, 2) moe_grouped_kernel(const MoeGroup
   int buf = 0;
   for (int64_t c0 = 0; c0 < a.ktiles; c0 += kChunkTiles, buf ^= 1) {
     const bool more = c0 + kChunkTiles < a.ktiles;
-    if (active) {
-      // The chunk after next into L2 only (no registers): the register loads of the next
-      // iteration then wait for L2, not for DRAM, so each warp has three chunks in flight.
-#pragma unroll
-      for (int i = 0; i < kChunkTiles; ++i) {
-        const int64_t t = c0 + 2 * kChunkTiles + i;
-        if (t < a.ktiles) {
-          asm volatile("prefetch.global.L2 [%0];\n" ::"l"(codes + (tile_base + t) * kTileCodeBytes + lane * 16));
-          if (lane == 0)
-            asm volatile("prefetch.global.L2 [%0];\n" ::"l"(scales + (tile_base + t) * (NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile)));
-        }
-      }
-    }
     if (more) {
       load_chunk(c0 + kChunkTiles, nxt_c, nxt_s);
       stage_x(c0 + kChunkTiles, xbuf + (buf ^ 1) * kTok * kXPitch);
