@@ -22,10 +22,12 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.cuh"
 #include "ops/cuda/linear.h"
 
 using namespace fp4moe;
 using namespace fp4moe::cuda;
+using namespace fp4moe::bench;
 
 namespace {
 
@@ -61,58 +63,6 @@ const std::vector<Shape> kShapes = {
     {"V4-Pro", "shared gate|up", {3072, 3072}, 7168},
     {"V4-Pro", "shared down", {7168}, 3072},
 };
-
-// Streaming read: 16-byte loads, evict-first, a grid of several CTAs per SM; one word per
-// CTA is written so the loads cannot be dropped.
-__global__ void read_roof_kernel(const uint4* p, int64_t n16, unsigned* sink) {
-  uint32_t acc = 0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n16;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint4 v = __ldcs(p + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x12345678u) sink[blockIdx.x] = acc;  // practically never taken
-}
-
-__global__ void fill_bf16_kernel(__nv_bfloat16* p, int64_t n, uint64_t seed) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    uint64_t z = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
-    z ^= z >> 31;
-    z *= 0xBF58476D1CE4E5B9ull;
-    z ^= z >> 29;
-    p[i] = __float2bfloat16((static_cast<float>(z & 0xFFFF) / 65536.0f - 0.5f) * 2.0f);
-  }
-}
-
-// Median over repeats of (elapsed / iters) in microseconds; fn(i) runs call i.
-double time_us(const std::function<void(int)>& fn, int iters, int repeats = 7) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  for (int i = 0; i < 3; ++i) fn(i);
-  std::vector<double> t;
-  int call = 0;
-  for (int r = 0; r < repeats; ++r) {
-    cudaEventRecord(a);
-    for (int i = 0; i < iters; ++i) fn(call++);
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    t.push_back(ms * 1000.0 / iters);
-  }
-  check_cuda(cudaGetLastError(), "benchmark timing");
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-int iters_for(const std::function<void(int)>& fn) {
-  const double one = time_us(fn, 1, 3);
-  return static_cast<int>(std::clamp(2000.0 / std::max(one, 1.0), 2.0, 200.0));
-}
 
 struct Row {
   std::string model, op, config;
@@ -230,7 +180,7 @@ int main(int argc, char** argv) {
     auto roof_fn = [&](int i) {
       read_roof_kernel<<<roof_blocks, 512>>>(roof.get<uint4>() + (i % copies) * n16, n16, sink.get<unsigned>());
     };
-    const double roof_us = time_us(roof_fn, iters_for(roof_fn));
+    const double roof_us = time_us(roof_fn, iters_for(roof_fn, 2000.0, 200.0));
     const Workspace ws = Workspace::for_matrix(n, k);
     const int64_t mmax = *std::max_element(ms.begin(), ms.end());
     DeviceBuffer x(mmax * k * 2), y(mmax * n * 2);
@@ -247,7 +197,7 @@ int main(int argc, char** argv) {
                                x.get(), CUDA_R_16BF, k, &zero, y.get(), CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
                                CUBLAS_GEMM_DEFAULT));
       };
-      const double fp4_us = time_us(fp4_fn, iters_for(fp4_fn));
+      const double fp4_us = time_us(fp4_fn, iters_for(fp4_fn, 2000.0, 200.0));
       // Both prefill kernels, pinned, for m > 64 (the heuristic's choice is fp4_us).
       double mma_us = 0, wgmma_us = 0;
       if (m > kDecodeMaxM) {
@@ -256,10 +206,10 @@ int main(int argc, char** argv) {
             linear_w4a16(x.get<__nv_bfloat16>(), m, w[i % copies], y.get(), OutType::kBF16, ws, nullptr,
                          W4Config{kind, 1, 1});
           };
-          (kind == W4Kernel::kPrefill ? mma_us : wgmma_us) = time_us(fn, iters_for(fn));
+          (kind == W4Kernel::kPrefill ? mma_us : wgmma_us) = time_us(fn, iters_for(fn, 2000.0, 200.0));
         }
       }
-      const double cub_us = time_us(cublas_fn, iters_for(cublas_fn));
+      const double cub_us = time_us(cublas_fn, iters_for(cublas_fn, 2000.0, 200.0));
       const W4Config c = choose_w4_config(m, n, k, prop.multiProcessorCount);
       const std::string cfg = c.kernel == W4Kernel::kDecode
                                   ? "decode mt=" + std::to_string(c.mtiles) + " splits=" + std::to_string(c.splits)

@@ -29,12 +29,14 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.cuh"
 #include "ops/cpu/moe_ref.h"
 #include "ops/cuda/moe.h"
 #include "ops/cuda/w4a16_kernels.h"
 
 using namespace fp4moe;
 using namespace fp4moe::cuda;
+using namespace fp4moe::bench;
 
 namespace {
 
@@ -56,34 +58,13 @@ const Model kModels[] = {{"V4-Flash", 256, 4096, 2048}, {"V4-Pro", 384, 7168, 30
 constexpr int kTopK = 6;
 constexpr int kSets = 8;
 
-__global__ void read_roof_kernel(const uint4* p, int64_t n16, unsigned* sink) {
-  uint32_t acc = 0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n16;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint4 v = __ldcs(p + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x12345678u) sink[blockIdx.x] = acc;
-}
-
-__device__ uint64_t mix(uint64_t z) {
-  z ^= z >> 31;
-  z *= 0xBF58476D1CE4E5B9ull;
-  z ^= z >> 29;
-  return z;
-}
 // Random codes; scale bytes in [lo, lo + span) (the repacked e5m3 bytes: scales 2^-2..2^2).
 __global__ void fill_bytes(uint8_t* p, int64_t n, uint64_t seed, int lo, int span) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint64_t z = mix((i + 1) * 0x9E3779B97F4A7C15ull ^ seed);
+    const uint64_t z = mix64((i + 1) * 0x9E3779B97F4A7C15ull ^ seed);
     p[i] = span ? static_cast<uint8_t>(lo + z % span) : static_cast<uint8_t>(z);
   }
-}
-__global__ void fill_bf16(__nv_bfloat16* p, int64_t n, uint64_t seed) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    p[i] = __float2bfloat16((static_cast<float>(mix((i + 1) * 0x9E3779B97F4A7C15ull ^ seed) & 0xFFFF) / 65536.0f - 0.5f) * 2.0f);
 }
 // Baseline helpers: gather token rows into segment order; clamped SwiGLU on [P, 2I].
 __global__ void gather_rows(const __nv_bfloat16* x, const int32_t* sorted_tok, const int32_t* total, int64_t H,
@@ -105,33 +86,6 @@ __global__ void swiglu_rows(const __nv_bfloat16* gu, const int32_t* total, int64
     const float s = __bfloat162float(__float2bfloat16_rn(g / (1.0f + expf(-g))));
     h[v] = __float2bfloat16_rn(s * u);
   }
-}
-
-double time_us(const std::function<void(int)>& fn, int iters, int repeats = 7) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  for (int i = 0; i < 3; ++i) fn(i);
-  std::vector<double> t;
-  int call = 0;
-  for (int r = 0; r < repeats; ++r) {
-    cudaEventRecord(a);
-    for (int i = 0; i < iters; ++i) fn(call++);
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    t.push_back(ms * 1000.0 / iters);
-  }
-  check_cuda(cudaGetLastError(), "benchmark timing");
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-int iters_for(const std::function<void(int)>& fn) {
-  const double one = time_us(fn, 1, 3);
-  return static_cast<int>(std::clamp(3000.0 / std::max(one, 1.0), 2.0, 100.0));
 }
 
 struct Row {
@@ -229,7 +183,7 @@ int main(int argc, char** argv) {
 
     MoeWorkspace ws = MoeWorkspace::create(L, tmax);
     DeviceBuffer x(tmax * M.hidden * 2), out(tmax * M.hidden * 2), out_b(tmax * M.hidden * 2);
-    fill_bf16<<<1024, 256>>>(x.get<__nv_bfloat16>(), tmax * M.hidden, 7);
+    fill_bf16_kernel<<<1024, 256>>>(x.get<__nv_bfloat16>(), tmax * M.hidden, 7);
     const int64_t P = tmax * (kTopK + 1);
     DeviceBuffer xs(P * M.hidden * 2), gu_out(P * 2 * M.inter * 2), hb_buf(P * M.inter * 2);
     std::mt19937_64 rng(42);
@@ -259,7 +213,7 @@ int main(int argc, char** argv) {
         moe_forward(L, x.get<__nv_bfloat16>(), T, logits[static_cast<size_t>(i % kSets)].get<float>(), nullptr, nullptr,
                     out.get<__nv_bfloat16>(), ws, nullptr);
       };
-      const double fp4_us = time_us(fp4_fn, iters_for(fp4_fn));
+      const double fp4_us = time_us(fp4_fn, iters_for(fp4_fn, 3000.0, 100.0));
       // The same calls replayed from CUDA graphs (one per routing set): launch overhead off.
       std::vector<cudaGraphExec_t> execs(kSets);
       {
@@ -277,7 +231,7 @@ int main(int argc, char** argv) {
         cudaStreamDestroy(cs);
       }
       auto graph_fn = [&](int i) { check_cuda(cudaGraphLaunch(execs[static_cast<size_t>(i % kSets)], nullptr), "graph launch"); };
-      const double graph_us = time_us(graph_fn, iters_for(graph_fn));
+      const double graph_us = time_us(graph_fn, iters_for(graph_fn, 3000.0, 100.0));
       for (cudaGraphExec_t e : execs) cudaGraphExecDestroy(e);
       // Baseline pointer tables per routing set (host group sizes, device pointer arrays).
       struct Groups {
@@ -347,7 +301,7 @@ int main(int argc, char** argv) {
         c.out = out_b.get<__nv_bfloat16>();
         check_cuda(launch_moe_combine(c, nullptr), "baseline combine");
       };
-      const double cub_us = time_us(base_fn, iters_for(base_fn));
+      const double cub_us = time_us(base_fn, iters_for(base_fn, 3000.0, 100.0));
       // Agreement of the two on routing set 0 (same routing, same rounding points).
       fp4_fn(0);
       check_cuda(cudaMemset(ws.y.get(), 0xFF, ws.y.bytes()), "poison");  // the baseline must write its own rows
