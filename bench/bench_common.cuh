@@ -3,15 +3,28 @@
 // CUDA events around many back-to-back calls, the median of several repeats.
 #pragma once
 
+#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <functional>
 #include <vector>
 
 #include "ops/cuda/cuda_check.h"
+
+// A benchmark cannot go on past a failed cuBLAS call: report where, and stop.
+#define CUBLAS_OK(x)                                                                 \
+  do {                                                                               \
+    const cublasStatus_t st_ = (x);                                                  \
+    if (st_ != CUBLAS_STATUS_SUCCESS) {                                              \
+      std::fprintf(stderr, "cuBLAS error %d at %s:%d\n", st_, __FILE__, __LINE__);   \
+      std::exit(1);                                                                  \
+    }                                                                                \
+  } while (0)
 
 namespace fp4moe::bench {
 

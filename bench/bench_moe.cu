@@ -40,15 +40,6 @@ using namespace fp4moe::bench;
 
 namespace {
 
-#define CUBLAS_OK(x)                                                                 \
-  do {                                                                               \
-    const cublasStatus_t st_ = (x);                                                  \
-    if (st_ != CUBLAS_STATUS_SUCCESS) {                                              \
-      std::fprintf(stderr, "cuBLAS error %d at %s:%d\n", st_, __FILE__, __LINE__);   \
-      std::exit(1);                                                                  \
-    }                                                                                \
-  } while (0)
-
 struct Model {
   const char* name;
   int experts;
