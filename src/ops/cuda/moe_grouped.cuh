@@ -16,7 +16,7 @@
 //     applies each half's own global scale, rounds to bf16 (the linear's output dtype),
 //     exchanges through shared memory and writes a = rd(rd(silu(min(g, L))) * clamp(u, -L, L)).
 //   - down: y rows in segment order, bf16; the routing weight is applied by the combine.
-//   - b_fragments and the cp.async wrappers are those of w4a16_decode.cu (file-local there).
+//   - b_fragments and the cp.async wrappers are the decode kernel's (w4a16_common.cuh).
 //   - No split-K: a token's result never depends on the other tokens of its tile or on the
 //     tile size (batch invariance), and the k order is fixed (run-to-run identical bits).
 #pragma once
@@ -29,6 +29,10 @@
 namespace fp4moe::cuda::moe_detail {
 
 using detail::a_fragment;
+using detail::b_fragments;
+using detail::cp_async16;
+using detail::cp_async_commit;
+using detail::cp_async_wait;
 using detail::mma_bf16;
 
 constexpr int kWarps = 8;
@@ -46,31 +50,7 @@ template <int MT>
 constexpr int smem_bytes() { return 2 * MT * 8 * x_pitch<MT>() * 2; }
 static_assert(8 * kEpPitch * 4 <= smem_bytes<1>(), "the gate|up exchange fits in the activation buffers");
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
 
-template <int MT>
-__device__ __forceinline__ void b_fragments(const __nv_bfloat16* xs, int kc, int lane, uint32_t (&b)[MT][2]) {
-  constexpr int kXPitch = x_pitch<MT>();
-#pragma unroll
-  for (int t = 0; t < MT; t += 2) {
-    const int sub = MT == 1 ? 0 : lane / 16;
-    const int row = (t + sub) * 8 + lane % 8;
-    const int col = kc + ((lane / 8) % 2) * 8;
-    const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(xs + row * kXPitch + col));
-    if constexpr (MT == 1) {
-      asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(b[0][0]), "=r"(b[0][1]) : "r"(addr));
-    } else {
-      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                   : "=r"(b[t][0]), "=r"(b[t][1]), "=r"(b[t + 1][0]), "=r"(b[t + 1][1])
-                   : "r"(addr));
-    }
-  }
-}
 
 template <int MT, bool NV, bool GATEUP>
 __global__ void __launch_bounds__(kThreads, 2) moe_grouped_kernel(const MoeGroupedArgs a, int row_blocks) {
@@ -156,7 +136,7 @@ __global__ void __launch_bounds__(kThreads, 2) moe_grouped_kernel(const MoeGroup
       stage_x(c0 + kChunkTiles, xbuf + (buf ^ 1) * kTok * kXPitch);
     }
     cp_async_commit();
-    cp_async_wait1();
+    cp_async_wait<1>();
     __syncthreads();
     const __nv_bfloat16* xs = xbuf + buf * kTok * kXPitch;
     if (active) {
@@ -168,7 +148,7 @@ __global__ void __launch_bounds__(kThreads, 2) moe_grouped_kernel(const MoeGroup
           const int kc = i * kTileK + j * 16;
           if (c0 * kTileK + kc >= a.k) break;
           uint32_t af[4], b[MT][2];
-          b_fragments<MT>(xs, kc, lane, b);
+          b_fragments<MT, kXPitch>(xs, kc, lane, b);
           a_fragment<NV>(cur_c[i], cur_s[i], j, af);
 #pragma unroll
           for (int t = 0; t < MT; ++t) mma_bf16(acc[t], af, b[t][0], b[t][1]);

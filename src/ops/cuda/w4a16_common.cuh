@@ -1,6 +1,7 @@
-// Device helpers shared by the W4A16 kernels: e2m1 -> bf16 dequantization of the repacked
-// layout (w4a16_layout.h explains the bit tricks), scale preprocessing, the mma wrapper and
-// the per-row epilogue scale.
+// Device helpers shared by the W4A16 kernels (linear and grouped MoE): e2m1 -> bf16
+// dequantization of the repacked layout (w4a16_layout.h explains the bit tricks), scale
+// preprocessing, the mma wrapper, cp.async and ldmatrix staging of the activations, and the
+// per-row epilogue scale.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -62,6 +63,38 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// cp.async of 16 bytes into shared memory; valid == false fills the 16 bytes with zeros
+// (rows past the end of the activations read nothing).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most N committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// B fragments (the activations) of token tiles t, t+1 (or t alone when MT == 1) for the k16
+// step at column kc, by ldmatrix from shared memory rows of kPitch bf16 (padded by 16 bytes so
+// the eight row addresses of an 8x8 matrix fall in distinct banks).
+template <int MT, int kPitch>
+__device__ __forceinline__ void b_fragments(const __nv_bfloat16* xs, int kc, int lane, uint32_t (&b)[MT][2]) {
+#pragma unroll
+  for (int t = 0; t < MT; t += 2) {
+    const int sub = MT == 1 ? 0 : lane / 16;
+    const int row = (t + sub) * 8 + lane % 8;
+    const int col = kc + ((lane / 8) % 2) * 8;
+    const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(xs + row * kPitch + col));
+    if constexpr (MT == 1) {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(b[0][0]), "=r"(b[0][1]) : "r"(addr));
+    } else {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(b[t][0]), "=r"(b[t][1]), "=r"(b[t + 1][0]), "=r"(b[t + 1][1])
+                   : "r"(addr));
+    }
+  }
 }
 
 // Epilogue factor of output row n: alpha * g(n) * 2^62 (ranges sorted, first at row 0).

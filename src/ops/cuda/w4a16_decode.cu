@@ -27,6 +27,10 @@ namespace fp4moe::cuda {
 namespace {
 
 using detail::a_fragment;
+using detail::b_fragments;
+using detail::cp_async16;
+using detail::cp_async_commit;
+using detail::cp_async_wait;
 using detail::mma_bf16;
 
 constexpr int kWarps = 8;
@@ -54,12 +58,6 @@ __device__ __forceinline__ void load_tile(const DecodeParams& p, int64_t tile, i
   }
 }
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
 
 template <int MT>
 constexpr int smem_bytes() { return 2 * MT * 8 * kXPitch * 2; }  // two chunk buffers of activations
@@ -76,25 +74,6 @@ __device__ __forceinline__ void stage_x(const DecodeParams& p, int64_t c0, __nv_
   }
 }
 
-// B fragments of token tiles t, t+1 (or t alone) for the k16 step at column kc: ldmatrix
-// over the padded rows (conflict-free).
-template <int MT>
-__device__ __forceinline__ void b_fragments(const __nv_bfloat16* xs, int kc, int lane, uint32_t (&b)[MT][2]) {
-#pragma unroll
-  for (int t = 0; t < MT; t += 2) {
-    const int sub = MT == 1 ? 0 : lane / 16;
-    const int row = (t + sub) * 8 + lane % 8;
-    const int col = kc + ((lane / 8) % 2) * 8;
-    const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(xs + row * kXPitch + col));
-    if constexpr (MT == 1) {
-      asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(b[0][0]), "=r"(b[0][1]) : "r"(addr));
-    } else {
-      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                   : "=r"(b[t][0]), "=r"(b[t][1]), "=r"(b[t + 1][0]), "=r"(b[t + 1][1])
-                   : "r"(addr));
-    }
-  }
-}
 
 // Epilogue shared by both decode kernels: scale and store (one split), or write the fp32
 // partial, and let the last CTA of the column add the partials in split order.
@@ -201,7 +180,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 2) w4a16_decode_kernel
       stage_x<MT>(p, c0 + kChunkTiles, xbuf + (buf ^ 1) * MT * 8 * kXPitch);
     }
     cp_async_commit();
-    cp_async_wait1();
+    cp_async_wait<1>();
     __syncthreads();
     const __nv_bfloat16* xs = xbuf + buf * MT * 8 * kXPitch;
     if (active) {
@@ -213,7 +192,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 2) w4a16_decode_kernel
           const int kc = i * kTileK + j * 16;  // column in xs
           if (c0 * kTileK + kc >= p.a.k) break;  // padded k16 steps (weights are zero too)
           uint32_t a[4], b[MT][2];
-          b_fragments<MT>(xs, kc, lane, b);
+          b_fragments<MT, kXPitch>(xs, kc, lane, b);
           a_fragment<NV>(cur_c[i], cur_s[i], j, a);
 #pragma unroll
           for (int t = 0; t < MT; ++t) mma_bf16(acc[t], a, b[t][0], b[t][1]);

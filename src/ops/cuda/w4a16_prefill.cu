@@ -20,6 +20,9 @@ namespace fp4moe::cuda {
 namespace {
 
 using detail::a_fragment;
+using detail::cp_async16;
+using detail::cp_async_commit;
+using detail::cp_async_wait;
 using detail::mma_bf16;
 
 constexpr int kThreads = 256;
@@ -36,14 +39,6 @@ constexpr int kSmemBytes = kStages * kStageBytes;
 constexpr int kRasterGroup = 16;
 static_assert(kXStageBytes % 16 == 0 && kWStageBytes % 16 == 0, "16-byte cp.async destinations");
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int bytes = valid ? 16 : 0;  // 0: fill with zeros
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
