@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <exception>
 #include <functional>
 #include <random>
 #include <string>
@@ -87,7 +88,7 @@ W4Layout random_layout(std::mt19937_64& rng, const Shape& s) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run_bench(int argc, char** argv) {
   std::string json_path;
   std::vector<int64_t> ms = {1, 4, 16, 64, 256, 1024, 4096, 16384};
   bool quick = false;
@@ -249,4 +250,14 @@ int main(int argc, char** argv) {
   }
   cublasDestroy(h);
   return 0;
+}
+
+// A CUDA or cuBLAS failure (no GPU, an old driver, out of memory) is one line and exit 1.
+int main(int argc, char** argv) {
+  try {
+    return run_bench(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_linear: error: %s\n", e.what());
+    return 1;
+  }
 }

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <functional>
 #include <random>
 #include <set>
@@ -89,7 +90,7 @@ struct Row {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run_bench(int argc, char** argv) {
   std::string json_path;
   std::vector<int64_t> ts = {1, 8, 32, 64, 128, 512, 4096};
   std::string models = "flash,pro";
@@ -342,4 +343,14 @@ int main(int argc, char** argv) {
   }
   cublasDestroy(hb);
   return 0;
+}
+
+// A CUDA or cuBLAS failure (no GPU, an old driver, out of memory) is one line and exit 1.
+int main(int argc, char** argv) {
+  try {
+    return run_bench(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_moe: error: %s\n", e.what());
+    return 1;
+  }
 }

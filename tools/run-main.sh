@@ -29,7 +29,7 @@ else
 fi
 ./build/fp4moe run --model out/tiny-v4-nvfp4 --prompt-ids "1,2,3,4,5" --max-new-tokens 32 "$@"
 
-if [ -x build/bench/bench_linear ]; then
+if [ "$gpu" = 1 ] && [ -x build/bench/bench_linear ]; then
   echo
   echo "GPU: FP4 linear kernels on DeepSeek-V4 decode shapes (1 and 16 tokens) against cuBLAS BF16"
   ./build/bench/bench_linear --quick --m 1,16
