@@ -32,6 +32,8 @@ inline constexpr int kFp8BlockCols = 128;
 inline constexpr float kNvfp4GlobalMax = 6.0f * 448.0f;  // 2688: amax that maps to (e4m3 max) x (e2m1 max)
 
 static_assert(kNvfp4Block % 2 == 0 && kMxfp4Block % 2 == 0, "FP4 blocks pack two codes per byte");
+static_assert(kNvfp4Block / 2 == 8 && kMxfp4Block / 2 == 16, "an NVFP4 block is 8 code bytes + 1 e4m3 scale, MXFP4 16 + 1 ue8m0");
+static_assert(kNvfp4GlobalMax == 2688.0f, "weight_scale_2 = amax / (e2m1 max * e4m3 max)");
 static_assert(sizeof(uint8_t) == 1, "codes and scales are single bytes");
 
 // Largest |x| of a block; NaN if any element is NaN (so the block scale becomes NaN and the

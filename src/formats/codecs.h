@@ -25,6 +25,9 @@
 
 namespace fp4moe {
 
+static_assert(sizeof(float) == 4 && sizeof(uint32_t) == 4, "fp32 codecs manipulate the 32-bit IEEE pattern");
+static_assert(sizeof(uint16_t) == 2 && sizeof(uint8_t) == 1, "bf16 is 2 bytes; e4m3, ue8m0 and two e2m1 codes are 1 byte");
+
 // ---- fp32 bit access, usable on host and device --------------------------------------
 FP4_HD uint32_t f32_bits(float f) {
 #if defined(__CUDA_ARCH__)
