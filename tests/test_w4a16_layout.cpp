@@ -151,7 +151,7 @@ TEST(W4Config, HeuristicStaysInTheInstantiatedList) {
         EXPECT_LE(((n + 127) / 128) * c.splits, std::max<int64_t>((n + 127) / 128, 132 * cuda::decode_ctas_per_sm(c.mtiles)))
             << "one wave of CTAs";
       } else {
-        EXPECT_EQ(c.kernel, m <= cuda::kPrefillWgmmaMaxM ? cuda::W4Kernel::kPrefillWgmma : cuda::W4Kernel::kPrefill);
+        EXPECT_EQ(c.kernel, cuda::W4Kernel::kPrefillWgmma);
       }
     }
   // Small-N shapes are split along k to cover the SMs; wide ones are not.

@@ -9,8 +9,8 @@
 //           CTA of a tile adds them in split order (deterministic, no float atomics).
 //   prefill (M > 64): compute-bound. CTA tile 128 rows x 128 tokens x 64 k, 8 warps,
 //           activations and weight tiles through a cp.async pipeline; two kernels:
-//           wgmma (dequantized weights as the register A operand; M <= 512) and
-//           mma.sync (M > 512), chosen by measurement.
+//           wgmma (weights dequantized into shared memory, asynchronous tensor cores; the
+//           choice for every M > 64, by measurement) and mma.sync (pinnable).
 #pragma once
 
 #include <algorithm>
@@ -30,7 +30,6 @@ inline constexpr int kDecodeMaxM = 64;
 inline constexpr int kDecodeRowsPerCta = 128;
 inline constexpr int kPrefillTileRows = 128;
 inline constexpr int kPrefillTileTokens = 128;
-inline constexpr int kPrefillWgmmaMaxM = 512;
 
 // Decode token tiles for m tokens: the closed list of instantiations.
 inline int decode_mtiles(int64_t m) { return m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8; }
@@ -59,9 +58,9 @@ inline W4Config choose_w4_config(int64_t m, int64_t n, int64_t k, int num_sms) {
     c.mtiles = decode_mtiles(m);
     c.splits = decode_splits(n, k, num_sms, c.mtiles);
   } else {
-    // Measured on H100 (bench/RESULTS.md): the wgmma kernel wins up to ~512 tokens, the
-    // mma.sync kernel (2 CTAs/SM) by ~5% above.
-    c.kernel = m <= kPrefillWgmmaMaxM ? W4Kernel::kPrefillWgmma : W4Kernel::kPrefill;
+    // Measured on H100 (bench/RESULTS.md): the wgmma kernel is 1.4-2.2x faster than the
+    // mma.sync kernel from 256 to 4096 tokens.
+    c.kernel = W4Kernel::kPrefillWgmma;
   }
   return c;
 }
