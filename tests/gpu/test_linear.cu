@@ -118,6 +118,10 @@ TEST(GpuLinear, WgmmaPrefillPinned) {
     }
   run_case(r.rng, Case{MatrixFormat::kNVFP4, 4096, 1024, {256, 128}, false, prefill_wgmma()});
   run_case(r.rng, Case{MatrixFormat::kNVFP4, 300, 4096, {2048, 2048}, false, prefill_wgmma()});
+  // Enough row tiles x 256-token tiles to fill 132 SMs: the 256-token variant, with a ragged
+  // last token tile, odd rows and k.
+  run_case(r.rng, Case{MatrixFormat::kNVFP4, 520, 592, {6000}, false, prefill_wgmma()});
+  run_case(r.rng, Case{MatrixFormat::kMXFP4, 520, 608, {3000, 3000}, true, prefill_wgmma()});
 }
 
 TEST(GpuLinear, PinnedDecodeConfigs) {

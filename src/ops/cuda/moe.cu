@@ -47,7 +47,8 @@ Plan plan_for(const MoeLayer& L, int64_t T, const MoeOptions& opt) {
 }  // namespace
 
 int moe_mtiles(int64_t pairs_per_slot) {
-  return pairs_per_slot <= 8 ? 1 : pairs_per_slot <= 16 ? 2 : pairs_per_slot <= 32 ? 4 : 8;
+  // Past 64 tokens per expert the 128-token wgmma tiles (moe_grouped_wgmma.cu) win.
+  return pairs_per_slot <= 8 ? 1 : pairs_per_slot <= 16 ? 2 : pairs_per_slot <= 32 ? 4 : pairs_per_slot <= 64 ? 8 : kMoeWgmmaTiles;
 }
 
 MoeLayer MoeLayer::create(const MoeSpec& spec) {
@@ -245,8 +246,9 @@ void moe_dispatch(const MoeLayer& L, int64_t T, const int32_t* n_valid, MoeWorks
                   const MoeOptions& opt) {
   const std::string w = where(L.spec) + ": dispatch " + std::to_string(T) + " tokens";
   if (T < 0 || T > ws.max_tokens) throw std::invalid_argument(w + ": T outside the workspace");
-  if (opt.mtiles && *opt.mtiles != 1 && *opt.mtiles != 2 && *opt.mtiles != 4 && *opt.mtiles != 8)
-    throw std::invalid_argument(w + ": mtiles must be 1, 2, 4 or 8");
+  if (opt.mtiles && *opt.mtiles != 1 && *opt.mtiles != 2 && *opt.mtiles != 4 && *opt.mtiles != 8 &&
+      *opt.mtiles != kMoeWgmmaTiles)
+    throw std::invalid_argument(w + ": mtiles must be 1, 2, 4, 8 or 16");
   const Plan p = plan_for(L, T, opt);
   MoeDispatchArgs a;
   a.ids = ws.ids.get<int32_t>();

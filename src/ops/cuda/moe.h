@@ -88,7 +88,7 @@ struct MoeWorkspace {
 int moe_mtiles(int64_t pairs_per_slot);
 
 struct MoeOptions {
-  std::optional<int> mtiles;  // pin the routed slots' token tiles (1, 2, 4, 8)
+  std::optional<int> mtiles;  // pin the routed slots' token tiles (1, 2, 4, 8: tokens / 8; 16: the 128-token wgmma kernels)
 };
 
 // Routing only: ws.ids / ws.weights.

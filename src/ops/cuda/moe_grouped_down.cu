@@ -4,11 +4,14 @@
 
 namespace fp4moe::cuda {
 
-cudaError_t launch_moe_down(const MoeGroupedArgs& a, cudaStream_t s) { return moe_detail::launch_grouped<false>(a, s); }
+cudaError_t launch_moe_down(const MoeGroupedArgs& a, cudaStream_t s) {
+  return a.mtiles == kMoeWgmmaTiles ? launch_moe_wgmma(a, false, s) : moe_detail::launch_grouped<false>(a, s);
+}
 cudaError_t moe_prepare_down() { return moe_detail::prepare_grouped<false>(); }
 cudaError_t moe_prepare_kernels() {
   cudaError_t e = moe_prepare_gate_up();
-  return e != cudaSuccess ? e : moe_prepare_down();
+  if (e == cudaSuccess) e = moe_prepare_down();
+  return e != cudaSuccess ? e : moe_prepare_wgmma();
 }
 
 }  // namespace fp4moe::cuda

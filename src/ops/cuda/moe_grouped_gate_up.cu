@@ -4,7 +4,9 @@
 
 namespace fp4moe::cuda {
 
-cudaError_t launch_moe_gate_up(const MoeGroupedArgs& a, cudaStream_t s) { return moe_detail::launch_grouped<true>(a, s); }
+cudaError_t launch_moe_gate_up(const MoeGroupedArgs& a, cudaStream_t s) {
+  return a.mtiles == kMoeWgmmaTiles ? launch_moe_wgmma(a, true, s) : moe_detail::launch_grouped<true>(a, s);
+}
 cudaError_t moe_prepare_gate_up() { return moe_detail::prepare_grouped<true>(); }
 
 }  // namespace fp4moe::cuda

@@ -27,6 +27,8 @@ enum class MoeRouterKind : uint8_t { kV4Scored, kV4Hash, kV3Grouped, kSoftmax };
 inline constexpr int kMoeMaxExperts = 512;     // router: 16 experts per lane of a warp
 inline constexpr int kMoeMaxSlots = 1024;      // dispatch: one thread per slot in the scan
 inline constexpr int kMoeDispatchChunk = 2048; // pairs per histogram chunk
+inline constexpr int kMoeWgmmaTiles = 16;       // mtiles value that selects the wgmma kernels
+inline constexpr int kMoeWgmmaTileTokens = 8 * kMoeWgmmaTiles;  // their token tile
 
 struct MoeRouteArgs {
   MoeRouterKind kind = MoeRouterKind::kV4Scored;
@@ -82,7 +84,7 @@ struct MoeGroupedArgs {
   const int32_t* tile_off = nullptr;
   int slot_begin = 0, slot_end = 0; // the slots this launch covers (tile_off[slot_begin] is its first tile)
   int64_t max_tiles = 0;            // grid bound on the number of tiles
-  int mtiles = 1;                   // tokens per tile / 8: 1, 2, 4, 8
+  int mtiles = 1;                   // tokens per tile / 8: 1, 2, 4, 8 (moe_grouped.cuh), 16 (moe_grouped_wgmma.cu)
 };
 // Row blocks per tile: gate|up I/64 (64 gate + 64 up rows), down ceil(H/128).
 cudaError_t launch_moe_gate_up(const MoeGroupedArgs& a, cudaStream_t s);
@@ -91,6 +93,9 @@ cudaError_t launch_moe_down(const MoeGroupedArgs& a, cudaStream_t s);
 cudaError_t moe_prepare_kernels();
 cudaError_t moe_prepare_gate_up();  // the two halves of moe_prepare_kernels, one per .cu
 cudaError_t moe_prepare_down();
+// The many-tokens kernels (mtiles == kMoeWgmmaTiles), called by the two launchers above.
+cudaError_t launch_moe_wgmma(const MoeGroupedArgs& a, bool gate_up, cudaStream_t s);
+cudaError_t moe_prepare_wgmma();
 
 struct MoeCombineArgs {
   const __nv_bfloat16* y = nullptr;  // [P, H]

@@ -1,0 +1,255 @@
+// The Hopper wgmma mainloop of the W4A16 prefill kernels (the linear, w4a16_prefill_wgmma.cu,
+// and the grouped MoE GEMM, moe_grouped_wgmma.cu), sm_90a.
+//
+// Both operands come from shared memory, so the tensor cores run asynchronously while the
+// warps prepare the next k-tile:
+//   - A (the weight): each warp dequantizes its own 16-row strip of the k-tile (the repacked
+//     layout gives a lane exactly its 8 codes per k16 step, see w4a16_layout.h) and stores the
+//     bf16 values into its warpgroup's 64 x 64 A tile, double-buffered (tile kt % 2).
+//   - B (the activations): cp.async into the canonical K-major 128-byte swizzled layout
+//     (row = token, 128 bytes = 64 k; 16-byte chunk c of row r stored at c ^ (r % 8)); the A
+//     tiles use the same layout. Matrix descriptors describe both to the tensor cores.
+//   CTA tile: 128 weight rows (2 warpgroups x 64) x BM tokens x 64 k, BM = 128 or 256 (the
+//   launcher takes 256 when the tokens fill the wave with it: twice the tensor work per
+//   dequantized tile); m64nBMk16 per warpgroup per k16 step; BM/2 fp32 accumulators per
+//   thread.
+//   Pipeline: S stages of cp.async (activations, weight codes, scales; S = 6 at BM 128, 5 at
+//   256), prefetch distance S-2.
+//   Iteration kt: wait for tile kt, barrier, issue the copies of tile kt+S-2 into the stage
+//   that tile kt-2 used, dequantize tile kt into A buffer kt % 2, fence.proxy.async and a
+//   warpgroup barrier, issue the 4 wgmma of tile kt, then wgmma.wait_group 1 (the wgmma of
+//   kt-1 done): dequantization of tile kt+1 overlaps the tensor cores' work on tile kt.
+//   The fp32 accumulation runs over the k16 steps in order.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "ops/cuda/w4a16_common.cuh"
+
+namespace fp4moe::cuda::wgmma {
+
+constexpr int kThreads = 256;  // two warpgroups
+constexpr int kBN = 128;       // weight rows per CTA
+constexpr int kStrips = kBN / kTileRows;
+constexpr int kWStageBytes = kStrips * kTileCodeBytes;
+constexpr int kSStageBytes = kStrips * kNvScaleBytesPerTile;
+constexpr int kATileBytes = 64 * 128;  // one warpgroup's 64 rows x 64 k of dequantized bf16, swizzled
+constexpr int kRasterGroup = 16;
+static_assert(kThreads / 32 == kStrips, "one strip per warp");
+
+template <int BM>
+struct Tile {
+  static constexpr int kStages = BM == 128 ? 6 : 5;  // as many as fit beside the A tiles
+  static constexpr int kXStageBytes = BM * 128;       // BM tokens x 64 k bf16, swizzled
+  static constexpr int kStageBytes = (kXStageBytes + kWStageBytes + kSStageBytes + 1023) / 1024 * 1024;
+  static constexpr int kSmemBytes = kStages * kStageBytes + 4 * kATileBytes + 1024;  // A: 2 buffers x 2 warpgroups; + alignment
+  static constexpr int kXCopies = BM * 8 / kThreads;  // 16-byte activation chunks per thread per tile
+  static_assert(kStageBytes % 1024 == 0, "each stage's activation tile starts 1024-byte aligned (128B swizzle atom)");
+  static_assert(kSmemBytes <= 227 * 1024, "fits in an SM's shared memory");
+  static_assert(BM * 8 % kThreads == 0 && kStrips * 32 == kThreads, "whole activation chunks; one code chunk per thread");
+};
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
+}
+
+// Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
+  uint64_t d = 0;
+  d |= static_cast<uint64_t>((addr & 0x3FFFF) >> 4);  // start address
+  d |= static_cast<uint64_t>(1) << 16;                // leading byte offset (unused for swizzled K-major)
+  d |= static_cast<uint64_t>(1024 >> 4) << 32;        // stride byte offset: next 8 rows
+  d |= static_cast<uint64_t>(1) << 62;                // 128-byte swizzle
+  return d;
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
+__device__ __forceinline__ void st_shared32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+// Keeps the compiler from reusing or moving a register the tensor cores still read/write.
+__device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+// D[64 x 128] += A[64 x 16] . B[16 x 128], both from shared memory (descriptors, K-major).
+__device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+      "%64, %65, 1, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(desc_a), "l"(desc_b));
+}
+
+// D[64 x 256] += A[64 x 16] . B[16 x 256], both from shared memory (descriptors, K-major).
+__device__ __forceinline__ void wgmma_ss(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127}, "
+      "%128, %129, 1, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(desc_a), "l"(desc_b));
+}
+
+// The k-loop of one CTA tile: 128 weight rows (this CTA's 8 strips) x BM tokens, all of k.
+// Inputs, per thread (the caller computes them once):
+//   xrow[i]  the activation row of this thread's chunk i (token row threadIdx.x/8 + 32 i of
+//            the tile), already offset by its 16-byte column (threadIdx.x % 8) * 8; null past
+//            the last token;
+//   wstrip   the global strip (16 rows) whose codes this thread copies: its own warp's strip
+//            (threadIdx.x / 32), or -1 when that strip is past the matrix (zeros);
+//   sstrip   the strip of the scale chunk this thread copies (threadIdx.x / (scale tile / 16)),
+//            or -1; threads past the 8 strips' scale chunks copy none.
+// codes/scales: the matrix's repacked tiles (strip-major, ktiles per strip).
+// acc (BM/2 per thread): accumulator i holds weight row 16*warp + g + 8*((i/2)%2) of the
+// tile, token 8*(i/4) + 2q + i%2, unscaled (times 2^-62 relative to the real product: the
+// epilogue multiplies by the per-row factor).
+template <int BM, bool NV>
+__device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow)[Tile<BM>::kXCopies], int64_t wstrip,
+                                               int64_t sstrip, const uint8_t* codes, const uint8_t* scales,
+                                               int64_t ktiles, int64_t k, const __nv_bfloat16* any_x,
+                                               float (&acc)[BM / 2]) {
+  using T = Tile<BM>;
+  constexpr int kStages = T::kStages, kStageBytes = T::kStageBytes, kXStageBytes = T::kXStageBytes;
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const uint32_t sbase = (raw + 1023u) & ~1023u;
+  uint8_t* const gbase = smem_raw + (sbase - raw);
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, q = lane % 4;
+  const int wg = warp / 4, wr = warp % 4;  // warpgroup, warp within it
+  constexpr int kScaleTile = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
+  constexpr int kSvec = kScaleTile / 16, kScopies = kStrips * kSvec;
+
+  // Per-thread copy addresses, computed once: the loop only adds kt times the tile stride
+  // (64-bit index math per copy would make the loop instruction-issue bound).
+  const int xr0 = threadIdx.x / 8, xc = threadIdx.x % 8;
+  const uint32_t xdst = static_cast<uint32_t>(xr0 * 128 + ((xc ^ (xr0 & 7)) * 16));
+  const bool w_ok = wstrip >= 0;
+  const uint8_t* wsrc = codes + (w_ok ? wstrip * ktiles * kTileCodeBytes + lane * 16 : 0);
+  const uint32_t wdst = kXStageBytes + threadIdx.x * 16;
+  const bool s_ok = threadIdx.x < kScopies && sstrip >= 0;
+  const uint8_t* ssrc = scales + (s_ok ? sstrip * ktiles * kScaleTile + (threadIdx.x % kSvec) * 16 : 0);
+  const uint32_t sdst = kXStageBytes + kWStageBytes + threadIdx.x * 16;
+  const int kdim = static_cast<int>(k);
+
+  auto issue = [&](int kt, int st) {
+    const uint32_t base = sbase + st * kStageBytes;
+    const bool k_ok = kt * kTileK + xc * 8 < kdim;
+#pragma unroll
+    for (int i = 0; i < T::kXCopies; ++i) {
+      const bool ok = k_ok && xrow[i] != nullptr;
+      cp_async16(base + xdst + i * 32 * 128, ok ? xrow[i] + kt * kTileK : any_x, ok);
+    }
+    cp_async16(base + wdst, w_ok ? wsrc + static_cast<int64_t>(kt) * kTileCodeBytes : codes, w_ok);
+    if (threadIdx.x < kScopies)
+      cp_async16(base + sdst, s_ok ? ssrc + static_cast<int64_t>(kt) * kScaleTile : scales, s_ok);
+  };
+
+#pragma unroll
+  for (int i = 0; i < BM / 2; ++i) acc[i] = 0.0f;
+
+  // Byte offset, inside this warpgroup's 64-row A tile, of the bf16 pair at (row, k) (k even):
+  // the same 128-byte swizzle as the activations.
+  auto a_off = [](int row, int kk) { return row * 128 + ((((kk * 2) >> 4) ^ (row & 7)) << 4) + ((kk * 2) & 15); };
+  const uint32_t abase = sbase + kStages * kStageBytes + wg * kATileBytes;
+
+  const int kts = static_cast<int>(ktiles);
+#pragma unroll
+  for (int st = 0; st < kStages - 2; ++st) {
+    if (st < kts) issue(st, st);
+    asm volatile("cp.async.commit_group;\n" ::);
+  }
+  int st = 0, fill = kStages - 2;  // stages of tiles kt and kt + kStages - 2
+  for (int kt = 0; kt < kts; ++kt) {
+    // Tile kt has landed (this thread's copies), and every thread is past iteration kt-1, whose
+    // wgmma_wait<1> retired the wgmma of kt-2: that stage and A buffer are free again.
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 3));
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // this thread's copies -> tensor cores
+    __syncthreads();
+    if (kt + kStages - 2 < kts) issue(kt + kStages - 2, fill);
+    asm volatile("cp.async.commit_group;\n" ::);
+    fill = fill == kStages - 1 ? 0 : fill + 1;
+    const uint8_t* wb = gbase + st * kStageBytes + kXStageBytes;
+    const uint8_t* sb = wb + kWStageBytes;
+    const uint4 cw = *reinterpret_cast<const uint4*>(wb + warp * kTileCodeBytes + lane * 16);
+    uint2 sc;
+    if constexpr (NV) sc = *reinterpret_cast<const uint2*>(sb + warp * kNvScaleBytesPerTile + g * 8);
+    else sc = make_uint2(*reinterpret_cast<const uint32_t*>(sb + warp * kMxScaleBytesPerTile + g * 4), 0u);
+    // Dequantize this warp's 16 rows x 64 k into the A tile (buffer kt % 2) of its warpgroup.
+    const uint32_t ab = abase + static_cast<uint32_t>(kt & 1) * (2 * kATileBytes);
+    const int r0 = wr * 16 + g;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint32_t af[4];
+      detail::a_fragment<NV>(cw, sc, j, af);  // padded k: zero codes (w4a16_layout.h), and B is zero there too
+      const int k0 = j * 16 + 2 * q;
+      st_shared32(ab + a_off(r0, k0), af[0]);
+      st_shared32(ab + a_off(r0 + 8, k0), af[1]);
+      st_shared32(ab + a_off(r0, k0 + 8), af[2]);
+      st_shared32(ab + a_off(r0 + 8, k0 + 8), af[3]);
+    }
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // the A stores -> tensor cores
+    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");   // the warpgroup's 4 strips are in place
+    const uint32_t xaddr = sbase + st * kStageBytes;
+    st = st == kStages - 1 ? 0 : st + 1;
+    wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < 4; ++j) wgmma_ss(acc, smem_desc(ab + j * 32), smem_desc(xaddr + j * 32));
+    wgmma_commit();
+    wgmma_wait1();  // the wgmma of kt-1 has finished reading its stage and A buffer
+#pragma unroll
+    for (int i = 0; i < BM / 2; ++i) reg_fence(acc[i]);
+  }
+  wgmma_wait0();
+#pragma unroll
+  for (int i = 0; i < BM / 2; ++i) reg_fence(acc[i]);
+  asm volatile("cp.async.wait_group 0;\n" ::);
+}
+
+// The CTA's 1024-aligned shared-memory base (the pipeline stages; free for an epilogue once
+// every thread is past wgmma_mainloop and a barrier).
+__device__ __forceinline__ uint8_t* smem_tile_base() {
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  return smem_raw + (((raw + 1023u) & ~1023u) - raw);
+}
+
+// Raises the dynamic shared-memory limit of a kernel that runs wgmma_mainloop<BM, ...>.
+template <int BM, class Kernel>
+cudaError_t raise_wgmma_smem(Kernel kernel) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile<BM>::kSmemBytes);
+}
+
+}  // namespace fp4moe::cuda::wgmma
