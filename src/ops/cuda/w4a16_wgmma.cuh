@@ -69,8 +69,12 @@ __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.a
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
-__device__ __forceinline__ void st_shared32(uint32_t addr, uint32_t v) {
-  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+// Four 8x8 bf16 blocks to shared memory; lane l holds (row l/4, cols 2(l%4)..+1) of each
+// block (the mma fragment layout) and gives the address of row l % 8 of block l / 8.
+__device__ __forceinline__ void stmatrix_x4(uint32_t addr, const uint32_t (&r)[4]) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r[0]), "r"(r[1]),
+               "r"(r[2]), "r"(r[3])
+               : "memory");
 }
 // Keeps the compiler from reusing or moving a register the tensor cores still read/write.
 __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
@@ -147,7 +151,7 @@ __device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow
   uint8_t* const gbase = smem_raw + (sbase - raw);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, q = lane % 4;
+  const int g = lane / 4;
   const int wg = warp / 4, wr = warp % 4;  // warpgroup, warp within it
   constexpr int kScaleTile = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
   constexpr int kSvec = kScaleTile / 16, kScopies = kStrips * kSvec;
@@ -180,10 +184,14 @@ __device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow
 #pragma unroll
   for (int i = 0; i < BM / 2; ++i) acc[i] = 0.0f;
 
-  // Byte offset, inside this warpgroup's 64-row A tile, of the bf16 pair at (row, k) (k even):
-  // the same 128-byte swizzle as the activations.
-  auto a_off = [](int row, int kk) { return row * 128 + ((((kk * 2) >> 4) ^ (row & 7)) << 4) + ((kk * 2) & 15); };
+  // The A tiles use the activations' 128-byte swizzle: 16-byte chunk c of row r at c ^ (r % 8).
   const uint32_t abase = sbase + kStages * kStageBytes + wg * kATileBytes;
+  // stmatrix row addresses: lane l gives row l % 8 of 8x8 block l / 8; blocks 0..3 of a k16
+  // step are (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) of
+  // the warp's strip, the A fragment's register order. Chunk (2j + half) of the row, swizzled.
+  const int st_r = wr * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
+  const uint32_t st_row = static_cast<uint32_t>(st_r * 128);
+  const int st_half = lane >> 4, st_swz = st_r & 7;
 
   const int kts = static_cast<int>(ktiles);
 #pragma unroll
@@ -207,18 +215,14 @@ __device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow
     uint2 sc;
     if constexpr (NV) sc = *reinterpret_cast<const uint2*>(sb + warp * kNvScaleBytesPerTile + g * 8);
     else sc = make_uint2(*reinterpret_cast<const uint32_t*>(sb + warp * kMxScaleBytesPerTile + g * 4), 0u);
-    // Dequantize this warp's 16 rows x 64 k into the A tile (buffer kt % 2) of its warpgroup.
+    // Dequantize this warp's 16 rows x 64 k into the A tile (buffer kt % 2) of its warpgroup:
+    // per k16 step, the four 8x8 blocks of the A fragment by one stmatrix.x4.
     const uint32_t ab = abase + static_cast<uint32_t>(kt & 1) * (2 * kATileBytes);
-    const int r0 = wr * 16 + g;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       uint32_t af[4];
       detail::a_fragment<NV>(cw, sc, j, af);  // padded k: zero codes (w4a16_layout.h), and B is zero there too
-      const int k0 = j * 16 + 2 * q;
-      st_shared32(ab + a_off(r0, k0), af[0]);
-      st_shared32(ab + a_off(r0 + 8, k0), af[1]);
-      st_shared32(ab + a_off(r0, k0 + 8), af[2]);
-      st_shared32(ab + a_off(r0 + 8, k0 + 8), af[3]);
+      stmatrix_x4(ab + st_row + ((((2 * j) | st_half) ^ st_swz) << 4), af);
     }
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // the A stores -> tensor cores
     asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");   // the warpgroup's 4 strips are in place
