@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, run on a machine with a Hopper GPU: build with all cores, run the GPU tests,
-# run them again under compute-sanitizer (memcheck, racecheck), run the benchmark, and
+# run them again under compute-sanitizer (memcheck, racecheck), check DeepSeek-V4 parity with
+# transformers, run the benchmark, and
 # leave every log and table in one folder.
 #
 #   tools/gpu-check.sh [OUT_DIR]        (default: $OUT, else ./out/gpu-check)
@@ -11,10 +12,12 @@
 #
 # Env: FP4MOE_BENCH_ARGS (extra benchmark flags, e.g. "--quick"), FP4MOE_SKIP_BENCH=1,
 #      FP4MOE_SKIP_SANITIZER=1 (tests without the sanitizer passes, e.g. to split one check over two calls),
+#      FP4MOE_SKIP_PARITY=1 (no DeepSeek-V4 parity run against transformers),
 #      FP4MOE_DEPS (a prefix holding gtest/nlohmann-json/CLI11 when the system lacks them;
 #      default ./.deps/usr if present).
-# Output files: summary.txt, build.log, tests.log, sanitizer.log, bench.md, bench.json, bench_moe.md, bench_moe.json, sass.txt
-# Exit status: 0 when the build, the tests and both sanitizer passes are clean.
+# Output files: summary.txt, build.log, tests.log, sanitizer.log, parity_v4.txt, parity_v4.json, bench.md, bench.json,
+#   bench_moe.md, bench_moe.json, sass.txt
+# Exit status: 0 when the build, the tests, both sanitizer passes and the parity run are clean.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-$PWD/out/gpu-check}}"
@@ -96,6 +99,20 @@ elif [ $san_fail -eq 0 ]; then
 else
   note "compute-sanitizer: FINDINGS or failures (see sanitizer.log): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer.log" | sort | uniq -c | tr '\n' ';')"
   status=1
+fi
+
+# ---- DeepSeek-V4 parity with transformers ------------------------------------------------------
+# The model runner (CPU backend) against transformers' DeepseekV4ForCausalLM, when this
+# machine's Python has torch and transformers.
+if [ "${FP4MOE_SKIP_PARITY:-0}" != 1 ] && [ -x "$build/fp4moe" ] && python3 -c "import torch, transformers" 2>/dev/null; then
+  if python3 "$src/tools/parity_v4.py" --fp4moe "$build/fp4moe" --out "$out/parity_v4.json" >"$out/parity_v4.txt" 2>&1; then
+    note "parity: ok ($(grep -c -- '-> PASS' "$out/parity_v4.txt") comparisons pass)"
+  else
+    note "parity: FAILED (see parity_v4.txt): $(grep -c -- '-> FAIL' "$out/parity_v4.txt") comparisons fail"
+    status=1
+  fi
+else
+  note "parity: skipped (FP4MOE_SKIP_PARITY=1, no CLI, or no torch/transformers)"
 fi
 
 # ---- benchmark ---------------------------------------------------------------------------------
