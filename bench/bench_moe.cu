@@ -16,7 +16,8 @@
 // Memory: for V4-Pro the bf16 experts would take 51 GB; the baseline keeps at most 24 GB of
 // distinct bf16 experts and expert e uses copy e mod n (a 132 MB expert never stays in L2).
 // Output: a markdown table on stdout, one JSON object per row (--json FILE).
-// Usage: bench_moe [--json FILE] [--t LIST] [--models flash,pro]
+// Usage: bench_moe [--json FILE] [--t LIST] [--models flash,pro] [--no-baseline]
+// (--no-baseline: fp4moe alone, eager and graph, e.g. under a profiler)
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 
@@ -94,9 +95,11 @@ int run_bench(int argc, char** argv) {
   std::string json_path;
   std::vector<int64_t> ts = {1, 8, 32, 64, 128, 512, 4096};
   std::string models = "flash,pro";
+  bool baseline = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
+    if (a == "--no-baseline") baseline = false;
+    else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
     else if (a == "--models" && i + 1 < argc) models = argv[++i];
     else if (a == "--t" && i + 1 < argc) {
       ts.clear();
@@ -107,7 +110,7 @@ int run_bench(int argc, char** argv) {
         pos = c == std::string::npos ? l.size() : c + 1;
       }
     } else {
-      std::fprintf(stderr, "usage: bench_moe [--json FILE] [--t 1,8,64] [--models flash,pro]\n");
+      std::fprintf(stderr, "usage: bench_moe [--json FILE] [--t 1,8,64] [--models flash,pro] [--no-baseline]\n");
       return 2;
     }
   }
@@ -151,7 +154,7 @@ int run_bench(int argc, char** argv) {
     L.dn_gscale.upload(gs.data(), static_cast<size_t>(L.slots) * 4);
     // bf16 experts for the baseline (dequantized through the kernels' own path).
     const int64_t gu_bf16 = 2 * M.inter * M.hidden * 2, dn_bf16 = M.hidden * M.inter * 2;
-    const int ncopies = static_cast<int>(std::min<int64_t>(L.slots, (24ll << 30) / (gu_bf16 + dn_bf16)));
+    const int ncopies = baseline ? static_cast<int>(std::min<int64_t>(L.slots, (24ll << 30) / (gu_bf16 + dn_bf16))) : 1;
     DeviceBuffer wgu(static_cast<size_t>(gu_bf16 * ncopies)), wdn(static_cast<size_t>(dn_bf16 * ncopies));
     for (int c = 0; c < ncopies; ++c) {
       W4Args a;
@@ -225,6 +228,13 @@ int run_bench(int argc, char** argv) {
       auto graph_fn = [&](int i) { check_cuda(cudaGraphLaunch(execs[static_cast<size_t>(i % kSets)], nullptr), "graph launch"); };
       const double graph_us = time_us(graph_fn, iters_for(graph_fn, 3000.0, 100.0));
       for (cudaGraphExec_t e : execs) cudaGraphExecDestroy(e);
+      if (!baseline) {
+        const int mt1 = moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
+        rows.push_back(Row{M.name, T, fp4_us, graph_us, 0.0, floor_us, touched, -1.0, floor_bytes, mt1});
+        std::fprintf(stderr, "%s T=%lld: fp4moe %.1f us (graph %.1f us), floor %.1f us\n", M.name, static_cast<long long>(T), fp4_us,
+                     graph_us, floor_us);
+        continue;
+      }
       // Baseline pointer tables per routing set (host group sizes, device pointer arrays).
       struct Groups {
         std::vector<int> m_gu, m_dn, n, k_gu, k_dn, lda_gu, lda_dn, ldc_gu, ldc_dn;

@@ -21,6 +21,12 @@ int64_t scale_bytes(MatrixFormat f, int64_t rows, int64_t cols) {
   return ((rows + 15) / 16) * ((cols + 63) / 64) * (f == MatrixFormat::kNVFP4 ? kNvScaleBytesPerTile : kMxScaleBytesPerTile);
 }
 
+int device_sms() {
+  int dev = 0, n = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return 0;
+  return n;
+}
+
 MoeRouterKind device_kind(cpu::RouterKind k) {
   switch (k) {
     case cpu::RouterKind::kV4Scored: return MoeRouterKind::kV4Scored;
@@ -33,13 +39,23 @@ MoeRouterKind device_kind(cpu::RouterKind k) {
 
 struct Plan {
   int mt_routed, mt_shared;
+  int tt_routed, tt_shared;  // tokens per tile as dispatched
   bool one_launch;
 };
+// Tiles of at most 8 tokens run the weight-streaming kernel (moe_stream.cuh), which stages a
+// tile's activation rows for all of k in shared memory: with fewer than 8 tokens in the call
+// its tiles hold at most T tokens (a slot can hold a token twice only through duplicate
+// routes, which then fill more tiles). Layers too wide for that stage use 16-token tiles.
 Plan plan_for(const MoeLayer& L, int64_t T, const MoeOptions& opt) {
   const int64_t k = L.spec.router.top_k;
+  const bool stream_fits = moe_stream_fits(std::max(L.spec.hidden, L.spec.inter));
+  auto fit = [&](int mt) { return mt == 1 && !stream_fits ? 2 : mt; };
+  auto tokens = [&](int mt) { return mt == 1 ? static_cast<int>(std::clamp<int64_t>(T, 1, 8)) : 8 * mt; };
   Plan p;
-  p.mt_routed = opt.mtiles ? *opt.mtiles : moe_mtiles((T * k + L.spec.n_local - 1) / L.spec.n_local);
-  p.mt_shared = L.spec.has_shared ? std::max(p.mt_routed, moe_mtiles(T)) : p.mt_routed;
+  p.mt_routed = fit(opt.mtiles ? *opt.mtiles : moe_mtiles((T * k + L.spec.n_local - 1) / L.spec.n_local));
+  p.mt_shared = L.spec.has_shared ? fit(std::max(p.mt_routed, moe_mtiles(T))) : p.mt_routed;
+  p.tt_routed = tokens(p.mt_routed);
+  p.tt_shared = tokens(p.mt_shared);
   p.one_launch = p.mt_shared == p.mt_routed;
   return p;
 }
@@ -240,6 +256,7 @@ void moe_route(const MoeLayer& L, const float* logits, int64_t T, const int32_t*
   a.T = T;
   a.ids = ws.ids.get<int32_t>();
   a.weights = ws.weights.get<float>();
+  a.pdl = false;  // the first kernel of the layer: its predecessor is the caller's
   check_cuda(launch_moe_route(a, s), w);
 }
 
@@ -261,13 +278,14 @@ void moe_dispatch(const MoeLayer& L, int64_t T, const int32_t* n_valid, MoeWorks
   a.slots = L.slots;
   a.shared_slot = L.spec.has_shared ? L.spec.n_local : -1;
   a.n_valid = n_valid;
-  a.tile_tokens = 8 * p.mt_routed;
-  a.shared_tile_tokens = 8 * p.mt_shared;
+  a.tile_tokens = p.tt_routed;
+  a.shared_tile_tokens = p.tt_shared;
   a.chunk_counts = ws.chunk_counts.get<int32_t>();
   a.seg_off = ws.seg_off.get<int32_t>();
   a.tile_off = ws.tile_off.get<int32_t>();
   a.sorted_tok = ws.sorted_tok.get<int32_t>();
   a.pair_pos = ws.pair_pos.get<int32_t>();
+  a.pdl = true;  // every dispatch kernel waits for its predecessor before reading
   check_cuda(launch_moe_dispatch(a, s), w);
 }
 
@@ -300,6 +318,7 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   gu.y = ws.h.get<__nv_bfloat16>();
   gu.seg_off = ws.seg_off.get<int32_t>();
   gu.tile_off = ws.tile_off.get<int32_t>();
+  gu.sms = device_sms();
   MoeGroupedArgs dn = gu;
   dn.codes = L.dn_codes.get<uint8_t>();
   dn.scales = L.dn_scales.get<uint8_t>();
@@ -313,8 +332,9 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   dn.sorted_tok = nullptr;
   dn.y = ws.y.get<__nv_bfloat16>();
 
-  auto run = [&](int slot_begin, int slot_end, int mt, int64_t pairs, int64_t nslots, cudaStream_t st) {
-    const int64_t tt = 8 * mt;
+  // pdl: gate|up directly after the dispatch on the same stream (one launch), down after gate|up.
+  auto run = [&](int slot_begin, int slot_end, int mt, int64_t pairs, int64_t nslots, cudaStream_t st, bool pdl) {
+    const int64_t tt = mt == p.mt_routed ? p.tt_routed : p.tt_shared;
     const int64_t max_tiles = std::min<int64_t>(pairs, (pairs + tt - 1) / tt + nslots);
     const int64_t rb = std::max<int64_t>(sp.inter / 64, (sp.hidden + 127) / 128);
     if (max_tiles * rb >= (int64_t{1} << 31)) throw std::invalid_argument(w + ": grid too large");
@@ -323,18 +343,21 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
       g->slot_end = slot_end;
       g->max_tiles = max_tiles;
       g->mtiles = mt;
+      g->tile_tokens = static_cast<int>(tt);
     }
+    gu.pdl = pdl;
+    dn.pdl = true;
     check_cuda(launch_moe_gate_up(gu, st), w + " (gate|up, " + std::to_string(mt) + " token tiles)");
     check_cuda(launch_moe_down(dn, st), w + " (down, " + std::to_string(mt) + " token tiles)");
   };
   if (p.one_launch) {
-    run(0, L.slots, p.mt_routed, T * (k + (sp.has_shared ? 1 : 0)), L.slots, s);
+    run(0, L.slots, p.mt_routed, T * (k + (sp.has_shared ? 1 : 0)), L.slots, s, true);
   } else {
     // The shared expert (T tokens, bigger tiles) on the side stream, beside the routed experts.
     check_cuda(cudaEventRecord(ws.fork, s), w + ": fork");
     check_cuda(cudaStreamWaitEvent(ws.side, ws.fork, 0), w + ": fork");
-    run(sp.n_local, sp.n_local + 1, p.mt_shared, T, 1, ws.side);
-    run(0, sp.n_local, p.mt_routed, T * k, sp.n_local, s);
+    run(sp.n_local, sp.n_local + 1, p.mt_shared, T, 1, ws.side, false);
+    run(0, sp.n_local, p.mt_routed, T * k, sp.n_local, s, false);
     check_cuda(cudaEventRecord(ws.join, ws.side), w + ": join");
     check_cuda(cudaStreamWaitEvent(s, ws.join, 0), w + ": join");
   }
@@ -348,6 +371,7 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   c.T = T;
   c.H = sp.hidden;
   c.out = out;
+  c.pdl = p.one_launch;  // otherwise the stream's previous operation is the join
   check_cuda(launch_moe_combine(c, s), w + " (combine)");
 }
 

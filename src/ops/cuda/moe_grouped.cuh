@@ -1,14 +1,13 @@
 // Grouped FP4 GEMM over the expert segments of a MoE layer (gate|up with the clamped SwiGLU
-// in the epilogue, and down), built on the W4A16 decode kernel's structure and device helpers
-// (w4a16_decode.cu, w4a16_common.cuh):
+// in the epilogue, and down) for tiles of 16, 32 or 64 tokens (tiles of at most 8 tokens run
+// the weight-streaming kernel of moe_stream.cuh), built on the W4A16 decode kernel's structure
+// and device helpers (w4a16_decode.cu, w4a16_common.cuh):
 //   - One CTA = 8 warps = 8 strips of 16 weight rows of ONE expert, over all of k, for one
 //     tile of up to 8*MT tokens of that expert's segment. The tile is found from blockIdx by
 //     a binary search over the device tile offsets (moe_kernels.h), so the grid is sized on
 //     the host from T alone (no host synchronization) and CTAs past the last real tile exit
 //     at once; experts with no tokens own no tile and cost nothing.
-//   - Weights stream to registers (16-byte evict-first loads, a chunk of 8 (one token tile)
-//     or 4 tiles ahead);
-//     the tile's activation rows are gathered by cp.async into shared memory (double
+//   - Weights stream to registers (16-byte evict-first loads, a chunk of 4 tiles ahead); the tile's activation rows are gathered by cp.async into shared memory (double
 //     buffered) through sorted_tok (gate|up: x rows of the tokens) or read in place (down:
 //     h rows in segment order). mma.sync m16n8k16 with the weight as A.
 //   - gate|up: warps 0-3 own gate rows [64 b, 64 b + 64), warps 4-7 the matching up rows
@@ -24,6 +23,7 @@
 #include <cuda_bf16.h>
 
 #include "ops/cuda/moe_kernels.h"
+#include "ops/cuda/moe_stream.cuh"
 #include "ops/cuda/w4a16_common.cuh"
 
 namespace fp4moe::cuda::moe_detail {
@@ -37,18 +37,16 @@ using detail::mma_bf16;
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-// k-tiles per chunk: with one token tile (decode, memory-bound) a warp keeps 8 tiles (4.6 KB)
-// of weights in flight instead of 4, at 2 CTAs/SM instead of 3 (the grid of a decode call is
-// below one wave either way).
+// k-tiles per chunk (4 tiles, 2.3 KB of weights in flight per warp, at 2 CTAs/SM).
 template <int MT>
-constexpr int chunk_tiles() { return MT == 1 ? 8 : 4; }
+constexpr int chunk_tiles() { return 4; }
 template <int MT>
 constexpr int x_pitch() { return chunk_tiles<MT>() * kTileK + 8; }  // bf16 per smem row (+16 bytes: conflict-free ldmatrix)
 constexpr int kEpPitch = 128 + 1;     // fp32 per epilogue row (gate|up exchange)
 
 template <int MT>
 constexpr int smem_bytes() { return 2 * MT * 8 * x_pitch<MT>() * 2; }
-static_assert(8 * kEpPitch * 4 <= smem_bytes<1>(), "the gate|up exchange fits in the activation buffers");
+static_assert(8 * kEpPitch * 4 <= smem_bytes<2>(), "the gate|up exchange fits in the activation buffers");
 
 
 
@@ -61,6 +59,8 @@ __global__ void __launch_bounds__(kThreads, 2) moe_grouped_kernel(const MoeGroup
   constexpr int kChunkK = kChunkTiles * kTileK;
   constexpr int kXPitch = x_pitch<MT>();
 
+  moe_pdl_wait();  // the offsets and activations come from the previous kernels
+  moe_pdl_trigger();
   const int64_t bid = blockIdx.x;
   const int rb = static_cast<int>(bid % row_blocks);
   const int64_t tile = a.tile_off[a.slot_begin] + bid / row_blocks;
@@ -202,8 +202,8 @@ __global__ void __launch_bounds__(kThreads, 2) moe_grouped_kernel(const MoeGroup
 template <bool GATEUP, int MT, bool NV>
 cudaError_t launch_one(const MoeGroupedArgs& a, int row_blocks, cudaStream_t s) {
   const int64_t blocks = a.max_tiles * row_blocks;
-  moe_grouped_kernel<MT, NV, GATEUP><<<static_cast<unsigned>(blocks), kThreads, smem_bytes<MT>(), s>>>(a, row_blocks);
-  return cudaGetLastError();
+  return moe_launch(moe_grouped_kernel<MT, NV, GATEUP>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads),
+                    static_cast<size_t>(smem_bytes<MT>()), s, a.pdl, a, row_blocks);
 }
 
 template <bool GATEUP>
@@ -211,8 +211,8 @@ cudaError_t launch_grouped(const MoeGroupedArgs& a, cudaStream_t s) {
   if (a.max_tiles == 0) return cudaSuccess;
   const int row_blocks = GATEUP ? static_cast<int>(a.inter / 64) : static_cast<int>((a.n + 127) / 128);
   switch (a.mtiles * 2 + (a.nvfp4 ? 1 : 0)) {
-    case 3: return launch_one<GATEUP, 1, true>(a, row_blocks, s);
-    case 2: return launch_one<GATEUP, 1, false>(a, row_blocks, s);
+    case 3: return launch_stream<GATEUP, true>(a, s);
+    case 2: return launch_stream<GATEUP, false>(a, s);
     case 5: return launch_one<GATEUP, 2, true>(a, row_blocks, s);
     case 4: return launch_one<GATEUP, 2, false>(a, row_blocks, s);
     case 9: return launch_one<GATEUP, 4, true>(a, row_blocks, s);
@@ -236,9 +236,7 @@ cudaError_t prepare_grouped() {
   raise(moe_grouped_kernel<4, false, GATEUP>, smem_bytes<4>());
   raise(moe_grouped_kernel<2, true, GATEUP>, smem_bytes<2>());
   raise(moe_grouped_kernel<2, false, GATEUP>, smem_bytes<2>());
-  raise(moe_grouped_kernel<1, true, GATEUP>, smem_bytes<1>());
-  raise(moe_grouped_kernel<1, false, GATEUP>, smem_bytes<1>());
-  return e;
+  return e != cudaSuccess ? e : prepare_stream<GATEUP>();
 }
 
 }  // namespace fp4moe::cuda::moe_detail

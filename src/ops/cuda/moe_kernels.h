@@ -30,6 +30,29 @@ inline constexpr int kMoeDispatchChunk = 2048; // pairs per histogram chunk
 inline constexpr int kMoeWgmmaTiles = 16;       // mtiles value that selects the wgmma kernels
 inline constexpr int kMoeWgmmaTileTokens = 8 * kMoeWgmmaTiles;  // their token tile
 
+// Programmatic dependent launch (pdl): the kernel may start while the previous kernel of the
+// stream finishes; every MoE kernel waits (griddepcontrol.wait) before it reads what an
+// earlier kernel wrote. Only set where the previous operation of the stream is a kernel.
+template <typename... Params, typename... Args>
+cudaError_t moe_launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, bool pdl,
+                       Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+#ifdef __CUDACC__
+__device__ __forceinline__ void moe_pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void moe_pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+#endif
+
 struct MoeRouteArgs {
   MoeRouterKind kind = MoeRouterKind::kV4Scored;
   int n_experts = 0, top_k = 0, n_group = 1, topk_group = 1;
@@ -44,6 +67,7 @@ struct MoeRouteArgs {
   int64_t T = 0;
   int32_t* ids = nullptr;    // [T, k]
   float* weights = nullptr;  // [T, k]
+  bool pdl = false;
 };
 cudaError_t launch_moe_route(const MoeRouteArgs& a, cudaStream_t s);
 
@@ -63,6 +87,7 @@ struct MoeDispatchArgs {
   int32_t* tile_off = nullptr;      // [S + 1]
   int32_t* sorted_tok = nullptr;    // [P]
   int32_t* pair_pos = nullptr;      // [P]
+  bool pdl = false;
 };
 inline int64_t moe_dispatch_chunks(int64_t pairs) { return (pairs + kMoeDispatchChunk - 1) / kMoeDispatchChunk; }
 cudaError_t launch_moe_dispatch(const MoeDispatchArgs& a, cudaStream_t s);
@@ -85,7 +110,15 @@ struct MoeGroupedArgs {
   int slot_begin = 0, slot_end = 0; // the slots this launch covers (tile_off[slot_begin] is its first tile)
   int64_t max_tiles = 0;            // grid bound on the number of tiles
   int mtiles = 1;                   // tokens per tile / 8: 1, 2, 4, 8 (moe_grouped.cuh), 16 (moe_grouped_wgmma.cu)
+  int tile_tokens = 8;              // tokens per tile as dispatched (8 * mtiles; min(8, T) when mtiles == 1)
+  int sms = 0;                      // multiprocessors of the device (grid shape of the decode kernel)
+  bool pdl = false;                 // programmatic dependent launch after the previous kernel of the stream
 };
+// Tiles of at most 8 tokens (mtiles == 1) run the weight-streaming kernel (moe_stream.cuh),
+// which stages the tile's rows for all of k: it needs tile_tokens * (k + 8) * 2 bytes of
+// shared memory, at most the 227 KB one CTA may have.
+inline constexpr int64_t kMoeStreamMaxSmem = 232448;
+inline bool moe_stream_fits(int64_t k) { return 8 * (k + 8) * 2 <= kMoeStreamMaxSmem; }
 // Row blocks per tile: gate|up I/64 (64 gate + 64 up rows), down ceil(H/128).
 cudaError_t launch_moe_gate_up(const MoeGroupedArgs& a, cudaStream_t s);
 cudaError_t launch_moe_down(const MoeGroupedArgs& a, cudaStream_t s);
@@ -105,6 +138,7 @@ struct MoeCombineArgs {
   bool has_shared = false;
   int64_t T = 0, H = 0;
   __nv_bfloat16* out = nullptr;      // [T, H]
+  bool pdl = false;
 };
 cudaError_t launch_moe_combine(const MoeCombineArgs& a, cudaStream_t s);
 

@@ -61,6 +61,8 @@ __device__ __forceinline__ float score_of(MoeRouterKind kind, float l, bool bf16
 __global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRouteArgs a, int tpb) {
   __shared__ float s_sm[kRouteWarps][kMoeMaxExperts];  // scores of each token
   __shared__ float k_sm[kRouteWarps][kMoeMaxExperts];  // selection keys of each token
+  moe_pdl_wait();
+  moe_pdl_trigger();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int E = a.n_experts, K = a.top_k;
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * tpb;
@@ -231,6 +233,8 @@ __device__ __forceinline__ void ordered_scatter(const MoeDispatchArgs& a, int64_
 
 __global__ void __launch_bounds__(256) moe_count_kernel(const MoeDispatchArgs a) {
   extern __shared__ int hist[];
+  moe_pdl_wait();
+  moe_pdl_trigger();
   for (int e = threadIdx.x; e < a.slots; e += blockDim.x) hist[e] = 0;
   __syncthreads();
   const int64_t P = a.T * a.kp;
@@ -248,6 +252,8 @@ __global__ void __launch_bounds__(256) moe_count_kernel(const MoeDispatchArgs a)
 __global__ void __launch_bounds__(kMoeMaxSlots) moe_scan_kernel(const MoeDispatchArgs a, int64_t nchunks) {
   using Scan = cub::BlockScan<int, kMoeMaxSlots>;
   __shared__ typename Scan::TempStorage tmp;
+  moe_pdl_wait();
+  moe_pdl_trigger();
   const int e = threadIdx.x;
   int run = 0;
   if (e < a.slots) {
@@ -270,6 +276,8 @@ __global__ void __launch_bounds__(kMoeMaxSlots) moe_scan_kernel(const MoeDispatc
 
 __global__ void __launch_bounds__(32) moe_scatter_kernel(const MoeDispatchArgs a) {
   extern __shared__ int base[];
+  moe_pdl_wait();
+  moe_pdl_trigger();
   const int lane = threadIdx.x;
   for (int e = lane; e < a.slots; e += 32)
     base[e] = a.seg_off[e] + a.chunk_counts[static_cast<int64_t>(blockIdx.x) * a.slots + e];
@@ -285,6 +293,8 @@ __global__ void __launch_bounds__(kMoeMaxSlots) moe_dispatch_one_kernel(const Mo
   using Scan = cub::BlockScan<int, kMoeMaxSlots>;
   __shared__ typename Scan::TempStorage tmp;
   __shared__ int hist[kMoeMaxSlots];
+  moe_pdl_wait();
+  moe_pdl_trigger();
   const int e = threadIdx.x;
   hist[e] = 0;
   __syncthreads();
@@ -310,6 +320,8 @@ __global__ void __launch_bounds__(kMoeMaxSlots) moe_dispatch_one_kernel(const Mo
 
 // ---- combine ------------------------------------------------------------------------------
 __global__ void __launch_bounds__(256) moe_combine_kernel(const MoeCombineArgs a) {
+  moe_pdl_wait();
+  moe_pdl_trigger();
   const int64_t vec_per_row = a.H / 8;
   const int64_t total = a.T * vec_per_row;
   for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < total;
@@ -357,34 +369,32 @@ cudaError_t launch_moe_route(const MoeRouteArgs& a, cudaStream_t s) {
   if (a.T == 0) return cudaSuccess;
   const int tpb = a.T < 1024 ? 1 : kRouteWarps;  // few tokens: one block each, all threads scoring
   const int64_t blocks = (a.T + tpb - 1) / tpb;
-  moe_route_kernel<<<static_cast<unsigned>(blocks), kRouteWarps * 32, 0, s>>>(a, tpb);
-  return cudaGetLastError();
+  return moe_launch(moe_route_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kRouteWarps * 32), 0, s, a.pdl, a, tpb);
 }
 
 cudaError_t launch_moe_dispatch(const MoeDispatchArgs& a, cudaStream_t s) {
   const int64_t P = a.T * a.kp;
   const int64_t nchunks = moe_dispatch_chunks(P);
   const size_t hist_bytes = static_cast<size_t>(a.slots) * 4;
-  if (nchunks == 1) {
-    moe_dispatch_one_kernel<<<1, kMoeMaxSlots, 0, s>>>(a);
-    return cudaGetLastError();
-  }
+  if (nchunks == 1) return moe_launch(moe_dispatch_one_kernel, dim3(1), dim3(kMoeMaxSlots), 0, s, a.pdl, a);
+  bool pdl = a.pdl;
   if (nchunks > 0) {
-    moe_count_kernel<<<static_cast<unsigned>(nchunks), 256, hist_bytes, s>>>(a);
-    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+    if (cudaError_t e = moe_launch(moe_count_kernel, dim3(static_cast<unsigned>(nchunks)), dim3(256), hist_bytes, s, pdl, a);
+        e != cudaSuccess)
+      return e;
+    pdl = true;
   }
-  moe_scan_kernel<<<1, kMoeMaxSlots, 0, s>>>(a, nchunks);  // also writes zero offsets when T = 0
-  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-  if (nchunks > 0) moe_scatter_kernel<<<static_cast<unsigned>(nchunks), 32, hist_bytes, s>>>(a);
-  return cudaGetLastError();
+  // also writes zero offsets when T = 0
+  if (cudaError_t e = moe_launch(moe_scan_kernel, dim3(1), dim3(kMoeMaxSlots), 0, s, pdl, a, nchunks); e != cudaSuccess) return e;
+  if (nchunks > 0) return moe_launch(moe_scatter_kernel, dim3(static_cast<unsigned>(nchunks)), dim3(32), hist_bytes, s, true, a);
+  return cudaSuccess;
 }
 
 cudaError_t launch_moe_combine(const MoeCombineArgs& a, cudaStream_t s) {
   const int64_t total = a.T * (a.H / 8);
   if (total == 0) return cudaSuccess;
   const int64_t blocks = std::min<int64_t>((total + 255) / 256, 132 * 16);
-  moe_combine_kernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(a);
-  return cudaGetLastError();
+  return moe_launch(moe_combine_kernel, dim3(static_cast<unsigned>(blocks)), dim3(256), 0, s, a.pdl, a);
 }
 
 }  // namespace fp4moe::cuda

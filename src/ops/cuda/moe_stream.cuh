@@ -1,0 +1,298 @@
+// The grouped MoE GEMM for tiles of at most 8 tokens (decode: few tokens per expert), a
+// weight-streaming kernel with no barrier in its k loop:
+//   - One warp = one work item over all of k: gate|up: 16 intermediate columns (the gate strip
+//     and the matching up strip, 2 x 16 weight rows sharing each activation fragment, so the
+//     SwiGLU epilogue is warp-local); down: 2 strips (32 output rows).
+//   - A CTA = W warps (W chosen on the host from the grid size, 1..8) = W items of ONE tile;
+//     the tile is found from blockIdx as in moe_grouped.cuh, and its activation rows (at most
+//     tile_tokens <= 8, the dispatch's tile size) are staged ONCE into shared memory for all
+//     of k (tile_tokens x (K + 8) bf16), then one __syncthreads, then each warp streams on
+//     its own: a ring of 3 register chunks of 4 k-tiles x 2 strips (13.8 KB of weights in
+//     flight per warp), 16-byte evict-first loads, refilled as each chunk is consumed.
+//   - Token columns past the tile's rows read row 0 of the stage (ldmatrix row addresses are
+//     per lane): their products are never written.
+//   - Scales: one byte permute + one multiply-add per two bf16 scale pairs, applied by the
+//     bf16x2 multiply's half broadcast; codes: dequant_word's bits with the right shifts as
+//     multiply-highs (the integer ALU is the busy pipe of these kernels).
+//   - The A fragments, the k order (k-tiles ascending, k16 steps ascending, one mma.sync
+//     chain per output) and the epilogue roundings are those of moe_grouped.cuh: the same
+//     bits for every token whatever its tile (batch invariance).
+//   - Programmatic dependent launch: the kernel waits (griddepcontrol.wait) before it reads
+//     what the previous kernel wrote, and lets its dependent launch at once. down reads the
+//     dispatch's tile offsets (two kernels back, complete by then) through L2 and issues its
+//     first weight chunks before the wait, so its loads overlap the tail of gate|up.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <type_traits>
+
+#include "ops/cuda/moe_kernels.h"
+#include "ops/cuda/w4a16_common.cuh"
+
+namespace fp4moe::cuda::moe_detail {
+
+using detail::cp_async16;
+using detail::cp_async_commit;
+using detail::cp_async_wait;
+using detail::mma_bf16;
+
+constexpr int kStreamMaxWarps = 8;
+constexpr int kStreamChunk = 4;  // k-tiles per register chunk
+
+
+// bf16 scale pairs of one tile for one quad: NV: sw[0] = (S'(j0,g), S'(j1,g)), sw[1] = the
+// rows g+8, sw[2], sw[3] the same for j2, j3; MX: sw[0] = (S'(blk0,g), S'(blk1,g)), sw[1] the
+// rows g+8. Each half equals scale_pair's (w4a16_common.cuh) for that byte.
+template <bool NV>
+__device__ __forceinline__ void tile_scales(const uint2& s, uint32_t (&sw)[4]) {
+  if constexpr (NV) {
+    sw[0] = __byte_perm(s.x, 0u, 0x4240) * 16u + 0x5A805A80u;
+    sw[1] = __byte_perm(s.x, 0u, 0x4341) * 16u + 0x5A805A80u;
+    sw[2] = __byte_perm(s.y, 0u, 0x4240) * 16u + 0x5A805A80u;
+    sw[3] = __byte_perm(s.y, 0u, 0x4341) * 16u + 0x5A805A80u;
+  } else {
+    sw[0] = __byte_perm(s.x, 0u, 0x4240) * 128u + 0x20002000u;
+    sw[1] = __byte_perm(s.x, 0u, 0x4341) * 128u + 0x20002000u;
+    sw[2] = sw[3] = 0u;
+  }
+}
+
+template <int H>
+__device__ __forceinline__ uint32_t mul_half(uint32_t a, uint32_t s) {
+  const __nv_bfloat162 A = *reinterpret_cast<const __nv_bfloat162*>(&a);
+  const __nv_bfloat162 S = *reinterpret_cast<const __nv_bfloat162*>(&s);
+  const __nv_bfloat162 r = __hmul2(A, H ? __high2bfloat162(S) : __low2bfloat162(S));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+
+// The A fragment of k16 step J (a_fragment's values, fewer integer-pipe instructions).
+template <bool NV, int J>
+__device__ __forceinline__ void a_fragment_fast(const uint4& codes, const uint32_t (&sw)[4], uint32_t (&a)[4]) {
+  const uint32_t q = J == 0 ? codes.x : J == 1 ? codes.y : J == 2 ? codes.z : codes.w;
+  const uint32_t r0 = (q & 0x80008000u) | (__umulhi(q, 1u << 26) & 0x01C001C0u);        // q >> 6
+  const uint32_t r1 = ((q << 4) & 0x80008000u) | (__umulhi(q, 1u << 30) & 0x01C001C0u);  // q >> 2
+  const uint32_t r2 = ((q << 8) & 0x80008000u) | ((q << 2) & 0x01C001C0u);
+  const uint32_t r3 = ((q << 12) & 0x80008000u) | ((q << 6) & 0x01C001C0u);
+  constexpr int kW = NV ? (J >> 1) * 2 : 0;  // scale word of this step
+  constexpr int kH = NV ? (J & 1) : (J >> 1);  // its half
+  a[0] = mul_half<kH>(r0, sw[kW]);      // row g,   k 2q..2q+1
+  a[1] = mul_half<kH>(r1, sw[kW + 1]);  // row g+8
+  a[2] = mul_half<kH>(r2, sw[kW]);      // row g,   k 2q+8..
+  a[3] = mul_half<kH>(r3, sw[kW + 1]);  // row g+8
+}
+
+template <bool NV, bool GATEUP>
+__global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
+    moe_stream_kernel(const MoeGroupedArgs a, int groups_per_tile) {
+  extern __shared__ __align__(16) __nv_bfloat16 xs[];  // [tile_tokens][K + 8]
+  constexpr int kC = kStreamChunk;
+  const int W = static_cast<int>(blockDim.x / 32);
+  const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
+  const int g = lane / 4, q = lane % 4;
+  const int64_t K = a.k, ktiles = a.ktiles;
+  const int pitch = static_cast<int>(K) + 8;
+  const int tt = a.tile_tokens;
+
+  // gate|up reads offsets the dispatch (its predecessor) wrote: wait first. down's offsets
+  // are two kernels old: read them through L2 and start the weights before the wait.
+  if constexpr (GATEUP) {
+    moe_pdl_wait();
+    moe_pdl_trigger();
+  }
+  const int64_t bid = blockIdx.x;
+  const int64_t tile = __ldcg(a.tile_off + a.slot_begin) + bid / groups_per_tile;
+  if (tile >= __ldcg(a.tile_off + a.slot_end)) {
+    if constexpr (!GATEUP) moe_pdl_trigger();
+    return;  // uniform: past the last real tile
+  }
+  int lo = a.slot_begin, hi = a.slot_end - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (__ldcg(a.tile_off + mid) <= tile) lo = mid;
+    else hi = mid - 1;
+  }
+  const int e = lo;
+  const int64_t row0 = __ldcg(a.seg_off + e) + (tile - __ldcg(a.tile_off + e)) * tt;
+  const int rows = static_cast<int>(min(static_cast<int64_t>(tt), static_cast<int64_t>(__ldcg(a.seg_off + e + 1)) - row0));
+
+  const int64_t strips = (a.n + kTileRows - 1) / kTileRows;
+  const int64_t n_items = GATEUP ? a.inter / kTileRows : (strips + 1) / 2;
+  const int64_t item = static_cast<int64_t>(bid % groups_per_tile) * W + warp;
+  const bool active = item < n_items;
+  int64_t s0, s1;
+  bool has1 = true;
+  if constexpr (GATEUP) {
+    s0 = item;
+    s1 = a.inter / kTileRows + item;
+  } else {
+    s0 = 2 * item;
+    has1 = 2 * item + 1 < strips;
+    s1 = has1 ? s0 + 1 : s0;  // odd strip count: the last item reads its strip twice, writes once
+  }
+  constexpr int kSB = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
+  // Running pointers to the next chunk of each strip (immediate offsets inside a chunk).
+  const uint8_t* pc0 = a.codes + e * a.code_stride + s0 * ktiles * kTileCodeBytes + lane * 16;
+  const uint8_t* pc1 = a.codes + e * a.code_stride + s1 * ktiles * kTileCodeBytes + lane * 16;
+  const uint8_t* ps0 = a.scales + e * a.scale_stride + s0 * ktiles * kSB + (lane >> 2) * (kSB / 8);
+  const uint8_t* ps1 = a.scales + e * a.scale_stride + s1 * ktiles * kSB + (lane >> 2) * (kSB / 8);
+  int load_left = active ? static_cast<int>(ktiles) : 0;  // k-tiles not yet loaded
+
+  using Codes = uint4[kC][2];
+  using Scales = uint2[kC][2];
+  auto load_tile = [&](const uint8_t* pc, const uint8_t* ps, int i, uint4& c, uint2& s) {
+    c = __ldcs(reinterpret_cast<const uint4*>(pc + i * kTileCodeBytes));
+    if constexpr (NV) {
+      s = __ldcs(reinterpret_cast<const uint2*>(ps + i * kSB));
+    } else {
+      s.x = __ldcs(reinterpret_cast<const uint32_t*>(ps + i * kSB));
+      s.y = 0;
+    }
+  };
+  auto load_chunk = [&](Codes& c, Scales& s) {
+#pragma unroll
+    for (int i = 0; i < kC; ++i) {
+      if (i < load_left) {
+        load_tile(pc0, ps0, i, c[i][0], s[i][0]);
+        load_tile(pc1, ps1, i, c[i][1], s[i][1]);
+      }
+    }
+    pc0 += kC * kTileCodeBytes, pc1 += kC * kTileCodeBytes;
+    ps0 += kC * kSB, ps1 += kC * kSB;
+    load_left -= kC;
+  };
+
+  Codes c0, c1, c2;
+  Scales sc0, sc1, sc2;
+  load_chunk(c0, sc0);
+  load_chunk(c1, sc1);
+  load_chunk(c2, sc2);
+  if constexpr (!GATEUP) {
+    moe_pdl_wait();  // h (gate|up's output) is read below
+    moe_pdl_trigger();
+  }
+
+  // Stage the tile's activation rows for all of k.
+  const int vec_per_row = static_cast<int>(K / 8);
+  for (int r = 0; r < rows; ++r) {
+    const int64_t src = GATEUP ? static_cast<int64_t>(a.sorted_tok[row0 + r]) : row0 + r;
+    const __nv_bfloat16* xr = a.x + src * K;
+    for (int v = threadIdx.x; v < vec_per_row; v += blockDim.x) cp_async16(xs + r * pitch + v * 8, xr + v * 8, true);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  if (!active) return;
+
+  // ldmatrix row address of this lane (lanes 0..15: token lane % 8, k half (lane / 8) % 2).
+  const int tok_row = (lane % 8) < rows ? lane % 8 : 0;
+  const unsigned xaddr =
+      static_cast<unsigned>(__cvta_generic_to_shared(xs + tok_row * pitch + ((lane / 8) % 2) * 8));
+
+  float acc0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, acc1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  unsigned xk = xaddr;      // shared address of the next k-tile's activations
+  int todo = static_cast<int>(ktiles);  // k-tiles not yet multiplied
+  auto compute_chunk = [&](const Codes& c, const Scales& s) {
+#pragma unroll
+    for (int i = 0; i < kC; ++i) {
+      if (i >= todo) break;  // uniform; K is a multiple of 64, so every k16 step of a tile is real
+      uint32_t sw0[4], sw1[4];
+      tile_scales<NV>(s[i][0], sw0);
+      tile_scales<NV>(s[i][1], sw1);
+      auto step = [&](auto jc) {
+        constexpr int J = decltype(jc)::value;
+        uint32_t b0, b1, af[4];
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                     : "=r"(b0), "=r"(b1)
+                     : "r"(xk + i * kTileK * 2 + J * 32));
+        a_fragment_fast<NV, J>(c[i][0], sw0, af);
+        mma_bf16(acc0, af, b0, b1);
+        a_fragment_fast<NV, J>(c[i][1], sw1, af);
+        mma_bf16(acc1, af, b0, b1);
+      };
+      step(std::integral_constant<int, 0>{});
+      step(std::integral_constant<int, 1>{});
+      step(std::integral_constant<int, 2>{});
+      step(std::integral_constant<int, 3>{});
+    }
+    xk += kC * kTileK * 2;
+    todo -= kC;
+  };
+
+  while (todo > 0) {
+    compute_chunk(c0, sc0);
+    load_chunk(c0, sc0);
+    if (todo > 0) {
+      compute_chunk(c1, sc1);
+      load_chunk(c1, sc1);
+    }
+    if (todo > 0) {
+      compute_chunk(c2, sc2);
+      load_chunk(c2, sc2);
+    }
+  }
+
+  // acc[h] and acc[2 + h]: rows g and g + 8 of the strip, token 2q + h.
+  if constexpr (GATEUP) {
+    const float fg = a.gscale[2 * e] * kEpilogueUnscale, fu = a.gscale[2 * e + 1] * kEpilogueUnscale;
+    const float L = a.swiglu_limit;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int tok = 2 * q + h;
+      if (tok >= rows) continue;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float gr = __bfloat162float(__float2bfloat16_rn(acc0[2 * r + h] * fg));
+        const float ur = __bfloat162float(__float2bfloat16_rn(acc1[2 * r + h] * fu));
+        const float gv = fminf(gr, L);
+        const float uv = fminf(fmaxf(ur, -L), L);
+        const float silu = __bfloat162float(__float2bfloat16_rn(__fdiv_rn(gv, __fadd_rn(1.0f, expf(-gv)))));
+        a.y[(row0 + tok) * a.inter + item * kTileRows + g + 8 * r] = __float2bfloat16_rn(__fmul_rn(silu, uv));
+      }
+    }
+  } else {
+    const float f = a.gscale[e] * kEpilogueUnscale;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int tok = 2 * q + h;
+      if (tok >= rows) continue;
+      __nv_bfloat16* yr = a.y + (row0 + tok) * a.n;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int64_t n0 = s0 * kTileRows + g + 8 * r, n1 = (s0 + 1) * kTileRows + g + 8 * r;
+        if (n0 < a.n) yr[n0] = __float2bfloat16_rn(acc0[2 * r + h] * f);
+        if (has1 && n1 < a.n) yr[n1] = __float2bfloat16_rn(acc1[2 * r + h] * f);
+      }
+    }
+  }
+}
+
+// Dynamic shared memory of one CTA: the tile's activation rows for all of k.
+inline int64_t stream_smem_bytes(int64_t k, int tile_tokens) { return static_cast<int64_t>(tile_tokens) * (k + 8) * 2; }
+
+template <bool GATEUP, bool NV>
+cudaError_t launch_stream(const MoeGroupedArgs& a, cudaStream_t s) {
+  const int64_t strips = (a.n + kTileRows - 1) / kTileRows;
+  const int64_t items = GATEUP ? a.inter / kTileRows : (strips + 1) / 2;
+  // Fewer warps per CTA when the grid would not cover the SMs several times over, so that
+  // the few items of a decode call spread evenly (a CTA is the unit the hardware places).
+  int w = 4;
+  const int64_t target = 6 * static_cast<int64_t>(a.sms > 0 ? a.sms : 132);
+  while (w > 1 && a.max_tiles * ((items + w - 1) / w) < target) w /= 2;
+  const int64_t groups = (items + w - 1) / w;
+  const int64_t blocks = a.max_tiles * groups;
+  const int64_t smem = stream_smem_bytes(a.k, a.tile_tokens);
+  if (smem > kMoeStreamMaxSmem || blocks >= (int64_t{1} << 31)) return cudaErrorInvalidValue;
+  return moe_launch(moe_stream_kernel<NV, GATEUP>, dim3(static_cast<unsigned>(blocks)), dim3(32 * w),
+                    static_cast<size_t>(smem), s, a.pdl, a, static_cast<int>(groups));
+}
+
+template <bool GATEUP>
+cudaError_t prepare_stream() {
+  cudaError_t e = cudaFuncSetAttribute(moe_stream_kernel<true, GATEUP>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMoeStreamMaxSmem);
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(moe_stream_kernel<false, GATEUP>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMoeStreamMaxSmem);
+  return e;
+}
+
+}  // namespace fp4moe::cuda::moe_detail
