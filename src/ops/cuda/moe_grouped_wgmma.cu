@@ -63,11 +63,14 @@ __global__ void __launch_bounds__(wgmma::kThreads, 1) moe_wgmma_kernel(const Moe
                                  a.codes + e * a.code_stride, a.scales + e * a.scale_stride, a.ktiles, a.k, a.x, acc);
 
   const int g = lane / 4, q = lane % 4;
-  // Accumulator 4t + h (+2): token 8t + 2q + h, row g (+8) of this warp's strip.
+  // Accumulator 4t + h (+2): token 8t + 2q + h, row g (+8) of this warp's strip. Results go
+  // through a staging tile in shared memory and leave as 16-byte row segments.
+  uint8_t* const smem = wgmma::smem_tile_base();
+  uint8_t* const out_tile = smem + 32 * 1024;  // after the gate|up exchange buffer
+  __syncthreads();                             // every warp is past its last read of the stages
   if constexpr (GATEUP) {
     const float f = a.gscale[2 * e + (warp < 4 ? 0 : 1)] * kEpilogueUnscale;
-    float* ep = reinterpret_cast<float*>(wgmma::smem_tile_base());  // [kBM/2][128 threads]; the stages are free now
-    __syncthreads();  // every warp is past its last read of the stages
+    float* ep = reinterpret_cast<float*>(smem);  // [kBM/2][128 threads]
     if (warp >= 4) {
 #pragma unroll
       for (int i = 0; i < kBM / 2; ++i) ep[i * 128 + threadIdx.x - 128] = __bfloat162float(__float2bfloat16_rn(acc[i] * f));
@@ -75,33 +78,27 @@ __global__ void __launch_bounds__(wgmma::kThreads, 1) moe_wgmma_kernel(const Moe
     __syncthreads();
     if (warp < 4) {
       const float L = a.swiglu_limit;
-      const int64_t c0 = static_cast<int64_t>(rb) * 64 + warp * 16 + g;  // intermediate column of row g
 #pragma unroll
       for (int t = 0; t < kBM / 8; ++t)
 #pragma unroll
         for (int h = 0; h < 4; ++h) {
           const int i = 4 * t + h;
-          const int tok = t * 8 + 2 * q + (h & 1);
-          if (tok >= rows) continue;
+          const int tok = t * 8 + 2 * q + (h & 1), col = warp * 16 + g + (h >> 1) * 8;  // intermediate column - 64 rb
           const float gv = fminf(__bfloat162float(__float2bfloat16_rn(acc[i] * f)), L);
           const float uv = fminf(fmaxf(ep[i * 128 + threadIdx.x], -L), L);
           const float silu = __bfloat162float(__float2bfloat16_rn(__fdiv_rn(gv, __fadd_rn(1.0f, expf(-gv)))));
-          a.y[(row0 + tok) * a.inter + c0 + (h >> 1) * 8] = __float2bfloat16_rn(__fmul_rn(silu, uv));
+          *reinterpret_cast<__nv_bfloat16*>(out_tile + tok * wgmma::kOutPitch + col * 2) = __float2bfloat16_rn(__fmul_rn(silu, uv));
         }
     }
+    __syncthreads();
+    wgmma::store_tile(out_tile, rows, 64, [&](int r) { return a.y + (row0 + r) * a.inter + static_cast<int64_t>(rb) * 64; });
   } else {
-    const int64_t s = strip_of(warp);
-    if (s < 0) return;
     const float f = a.gscale[e] * kEpilogueUnscale;
-    const int64_t n0 = s * kTileRows + g;
-#pragma unroll
-    for (int t = 0; t < kBM / 8; ++t)
-#pragma unroll
-      for (int h = 0; h < 4; ++h) {
-        const int tok = t * 8 + 2 * q + (h & 1);
-        const int64_t n = n0 + (h >> 1) * 8;
-        if (tok < rows && n < a.n) a.y[(row0 + tok) * a.n + n] = __float2bfloat16_rn(acc[4 * t + h] * f);
-      }
+    wgmma::stage_acc_bf16<kBM>(acc, f, f, out_tile);
+    __syncthreads();
+    const int64_t col0 = static_cast<int64_t>(rb) * 128;
+    const int cols = static_cast<int>(a.n - col0 < 128 ? a.n - col0 : 128);
+    wgmma::store_tile(out_tile, rows, cols, [&](int r) { return a.y + (row0 + r) * a.n + col0; });
   }
 }
 

@@ -46,6 +46,19 @@ __global__ void __launch_bounds__(wgmma::kThreads, 1) w4a16_prefill_wgmma_kernel
   const int64_t n0 = (strip0 + warp) * kTileRows + g, n1 = n0 + 8;
   const float f0 = n0 < a.n ? detail::row_factor(rs, n0) : 0.0f;
   const float f1 = n1 < a.n ? detail::row_factor(rs, n1) : 0.0f;
+  // bf16 output with 16-byte aligned rows: through shared memory, whole row segments.
+  if (!a.y_f32 && a.n % 8 == 0 && (reinterpret_cast<uintptr_t>(a.y) & 15) == 0) {
+    uint8_t* tile = wgmma::smem_tile_base();
+    __syncthreads();  // every warp is past its last read of the stages
+    wgmma::stage_acc_bf16<BM>(acc, f0, f1, tile);
+    __syncthreads();
+    const int64_t col0 = strip0 * kTileRows;
+    const int rows = static_cast<int>(a.m - tok0 < BM ? a.m - tok0 : BM);
+    const int cols = static_cast<int>(a.n - col0 < kBN ? a.n - col0 : kBN);
+    __nv_bfloat16* y = static_cast<__nv_bfloat16*>(a.y);
+    wgmma::store_tile(tile, rows, cols, [&](int r) { return y + (tok0 + r) * a.n + col0; });
+    return;
+  }
 #pragma unroll
   for (int t = 0; t < BM / 8; ++t)
 #pragma unroll

@@ -48,6 +48,7 @@ struct Tile {
   static constexpr int kXCopies = BM * 8 / kThreads;  // 16-byte activation chunks per thread per tile
   static_assert(kStageBytes % 1024 == 0, "each stage's activation tile starts 1024-byte aligned (128B swizzle atom)");
   static_assert(kSmemBytes <= 227 * 1024, "fits in an SM's shared memory");
+  static_assert(BM * (128 * 2 + 16) + 32 * 1024 <= kStages * kStageBytes, "the epilogue's staging tiles fit in the stages");
   static_assert(BM * 8 % kThreads == 0 && kStrips * 32 == kThreads, "whole activation chunks; one code chunk per thread");
 };
 
@@ -248,6 +249,36 @@ __device__ __forceinline__ uint8_t* smem_tile_base() {
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   return smem_raw + (((raw + 1023u) & ~1023u) - raw);
+}
+
+// Output tiles go through shared memory so that the global stores are whole 16-byte row
+// segments (straight from the accumulator layout they would be 2-byte stores, rows apart).
+// Staging tile: [tokens][up to 128 columns] bf16, rows kOutPitch bytes apart.
+inline constexpr int kOutPitch = 128 * 2 + 16;
+
+// This thread's accumulators times f0 (row g of its strip) or f1 (row g + 8), rounded to bf16,
+// at column 16 * warp (+ g, + 8) of the staging tile.
+template <int BM>
+__device__ __forceinline__ void stage_acc_bf16(const float (&acc)[BM / 2], float f0, float f1, uint8_t* tile) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+#pragma unroll
+  for (int t = 0; t < BM / 8; ++t)
+#pragma unroll
+    for (int h = 0; h < 4; ++h) {
+      const int tok = 8 * t + 2 * q + (h & 1), col = 16 * warp + g + (h >> 1) * 8;
+      *reinterpret_cast<__nv_bfloat16*>(tile + tok * kOutPitch + col * 2) = __float2bfloat16_rn(acc[4 * t + h] * (h < 2 ? f0 : f1));
+    }
+}
+
+// Copies columns [0, cols) (a multiple of 8) of tokens [0, rows) of the staging tile to
+// dst(r), the 16-byte aligned start of token r's output segment, in 16-byte pieces.
+template <class Dst>
+__device__ __forceinline__ void store_tile(const uint8_t* tile, int rows, int cols, Dst dst) {
+  const int chunks = cols / 8;
+  for (int v = threadIdx.x; v < rows * 16; v += kThreads) {
+    const int r = v / 16, c = v % 16;
+    if (c < chunks) *reinterpret_cast<uint4*>(dst(r) + c * 8) = *reinterpret_cast<const uint4*>(tile + r * kOutPitch + c * 16);
+  }
 }
 
 // Raises the dynamic shared-memory limit of a kernel that runs wgmma_mainloop<BM, ...>.
