@@ -2,7 +2,8 @@
 // ops/cpu/moe_ref.h for the numerics contract these kernels share with the CPU reference).
 //
 // Router: one warp per token; lane l holds experts l, l+32, ... (at most 16). Selection is k
-// rounds of a warp arg-max on (key, -expert id), so ties go to the lower id exactly as in the
+// rounds of a warp arg-max on (key, -expert id) (redux.sync max of order-preserving integer
+// keys, then min of the ids that reach it), so ties go to the lower id exactly as in the
 // reference; scores use fp64 transcendentals rounded once to fp32 and explicit _rn fp32
 // operations (no FMA contraction), so they match the CPU bit for bit.
 // Dispatch: a per-chunk histogram (integer atomics: the counts are exact whatever the order),
@@ -44,6 +45,34 @@ __device__ __forceinline__ Cand warp_best(Cand c) {
     if (better(o, c)) c = o;
   }
   return c;
+}
+
+// Order-preserving map of a NaN-free float to uint32 (-0 and +0 alike, -inf > 0) and back
+// (zeros come back as +0: the softmax weights only use a key through exp(key - max)).
+__device__ __forceinline__ uint32_t ord_key(float k) {
+  const uint32_t u = __float_as_uint(__fadd_rn(k, 0.0f));
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float key_of_ord(uint32_t o) { return __uint_as_float((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o); }
+
+// Best (largest key, then lowest index) of one lane's kPerLane keys: a tree whose left side
+// always holds the lower indices, so ties keep the lower expert id.
+__device__ __forceinline__ void lane_best(const uint32_t (&ok)[kPerLane], uint32_t& bk, int& bi) {
+  uint32_t k[kPerLane];
+  int ix[kPerLane];
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) k[i] = ok[i], ix[i] = i;
+#pragma unroll
+  for (int w = kPerLane / 2; w >= 1; w /= 2) {
+#pragma unroll
+    for (int i = 0; i < w; ++i) {
+      const bool r = k[2 * i + 1] > k[2 * i];
+      k[i] = r ? k[2 * i + 1] : k[2 * i];
+      ix[i] = r ? ix[2 * i + 1] : ix[2 * i];
+    }
+  }
+  bk = k[0];
+  bi = ix[0];
 }
 
 __device__ __forceinline__ float score_of(MoeRouterKind kind, float l, bool bf16) {
@@ -138,24 +167,29 @@ __global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRo
     }
   }
 
-  // Top-k: k rounds of the warp arg-max; the winner's lane retires it.
-  unsigned taken = 0;
+  // Top-k: k rounds of a warp arg-max on order-preserving integer keys (0 = not a candidate):
+  // each lane keeps the best of its own candidates (a 4-level tree, ties to the lower id), a
+  // round is one redux max over the lanes and one redux min of the ids that reach it, and only
+  // the winner's lane retires the winner and rebuilds its best.
+  uint32_t okey[kPerLane];
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) okey[i] = lane + 32 * i < E ? ord_key(key[i]) : 0u;
+  uint32_t bk;
+  int bi;
+  lane_best(okey, bk, bi);
   int sel[16];
   float selkey[16];
   for (int j = 0; j < K; ++j) {
-    Cand c{-INFINITY, INT_MAX};
+    const uint32_t wk = __reduce_max_sync(0xffffffffu, bk);
+    const uint32_t wid = __reduce_min_sync(0xffffffffu, bk == wk ? static_cast<uint32_t>(lane + 32 * bi) : 0xffffffffu);
+    if (static_cast<int>(wid & 31) == lane) {
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      const int e = lane + 32 * i;
-      if (e < E && !((taken >> i) & 1u)) {
-        const Cand o{key[i], e};
-        if (better(o, c)) c = o;
-      }
+      for (int i = 0; i < kPerLane; ++i)
+        if (i == bi) okey[i] = 0u;
+      lane_best(okey, bk, bi);
     }
-    const Cand b = warp_best(c);
-    if ((b.id & 31) == lane) taken |= 1u << (b.id >> 5);
-    sel[j] = b.id;
-    selkey[j] = b.key;
+    sel[j] = static_cast<int>(wid);
+    selkey[j] = key_of_ord(wk);
   }
 
   if (a.kind == MoeRouterKind::kSoftmax) {
