@@ -65,14 +65,7 @@ __global__ void __launch_bounds__(kThreads, 2) moe_grouped_kernel(const MoeGroup
   const int rb = static_cast<int>(bid % row_blocks);
   const int64_t tile = a.tile_off[a.slot_begin] + bid / row_blocks;
   if (tile >= a.tile_off[a.slot_end]) return;  // uniform: past the last real tile
-  // Slot of this tile: the largest e with tile_off[e] <= tile (empty slots share offsets).
-  int lo = a.slot_begin, hi = a.slot_end - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (a.tile_off[mid] <= tile) lo = mid;
-    else hi = mid - 1;
-  }
-  const int e = lo;
+  const int e = moe_tile_slot(a.tile_off, a.slot_begin, a.slot_end, tile);
   const int64_t row0 = a.seg_off[e] + (tile - a.tile_off[e]) * kTok;
   const int rows = static_cast<int>(min(static_cast<int64_t>(kTok), static_cast<int64_t>(a.seg_off[e + 1]) - row0));
 

@@ -27,17 +27,13 @@ static_assert(kBM == 128, "the epilogue exchange below is sized for 128-token ti
 
 template <bool NV, bool GATEUP>
 __global__ void __launch_bounds__(wgmma::kThreads, 1) moe_wgmma_kernel(const MoeGroupedArgs a, int row_blocks) {
+  // Launched in plain stream order (launch() ignores a.pdl): everything the earlier kernels
+  // wrote is visible, so there is no griddepcontrol.wait here.
   const int64_t bid = blockIdx.x;
   const int rb = static_cast<int>(bid % row_blocks);
   const int64_t tile = a.tile_off[a.slot_begin] + bid / row_blocks;
   if (tile >= a.tile_off[a.slot_end]) return;  // uniform: past the last real tile
-  int lo = a.slot_begin, hi = a.slot_end - 1;  // the slot: the largest e with tile_off[e] <= tile
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (a.tile_off[mid] <= tile) lo = mid;
-    else hi = mid - 1;
-  }
-  const int e = lo;
+  const int e = moe_tile_slot(a.tile_off, a.slot_begin, a.slot_end, tile);
   const int64_t row0 = a.seg_off[e] + (tile - a.tile_off[e]) * kBM;
   const int rows = static_cast<int>(min(static_cast<int64_t>(kBM), static_cast<int64_t>(a.seg_off[e + 1]) - row0));
 

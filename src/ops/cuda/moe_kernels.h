@@ -51,6 +51,18 @@ cudaError_t moe_launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t 
 #ifdef __CUDACC__
 __device__ __forceinline__ void moe_pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void moe_pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+// The slot that owns grouped-GEMM tile `tile`: the largest e in [begin, end) with
+// tile_off[e] <= tile (empty slots share offsets). The offsets come from an earlier kernel:
+// read through L2.
+__device__ __forceinline__ int moe_tile_slot(const int32_t* tile_off, int begin, int end, int64_t tile) {
+  int lo = begin, hi = end - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (__ldcg(tile_off + mid) <= tile) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
 #endif
 
 struct MoeRouteArgs {

@@ -111,13 +111,7 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     if constexpr (!GATEUP) moe_pdl_trigger();
     return;  // uniform: past the last real tile
   }
-  int lo = a.slot_begin, hi = a.slot_end - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (__ldcg(a.tile_off + mid) <= tile) lo = mid;
-    else hi = mid - 1;
-  }
-  const int e = lo;
+  const int e = moe_tile_slot(a.tile_off, a.slot_begin, a.slot_end, tile);
   const int64_t row0 = __ldcg(a.seg_off + e) + (tile - __ldcg(a.tile_off + e)) * tt;
   const int rows = static_cast<int>(min(static_cast<int64_t>(tt), static_cast<int64_t>(__ldcg(a.seg_off + e + 1)) - row0));
 

@@ -4,6 +4,7 @@
 // is w4a16_wgmma.cuh's (weights dequantized into shared memory, asynchronous wgmma).
 #include <cuda_bf16.h>
 
+#include "ops/cuda/cuda_check.h"
 #include "ops/cuda/w4a16_kernels.h"
 #include "ops/cuda/w4a16_wgmma.cuh"
 
@@ -88,10 +89,7 @@ cudaError_t launch_wgmma(const W4Args& a, cudaStream_t s) {
 cudaError_t launch_w4a16_prefill_wgmma(const W4Args& a, cudaStream_t s) {
   if (a.m == 0) return cudaSuccess;
   // 256-token tiles when they still give every SM a CTA; 128 otherwise (small M).
-  int sms = 0, dev = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  if (e != cudaSuccess) return e;
+  const int sms = device_sm_count();
   const int64_t ctas256 = ((a.n + kBN - 1) / kBN) * ((a.m + 255) / 256);
   if (a.m > 128 && ctas256 >= sms) return a.nvfp4 ? launch_wgmma<256, true>(a, s) : launch_wgmma<256, false>(a, s);
   return a.nvfp4 ? launch_wgmma<128, true>(a, s) : launch_wgmma<128, false>(a, s);
