@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <utility>
 
 #include "gpu_test_util.h"
 #include "test_moe_util.h"
@@ -205,16 +206,22 @@ TEST(MoeLayer, ExpertMapWithAbsentExperts) {
 TEST(MoeLayer, PinnedTokenTilesGiveIdenticalBits) {
   FP4MOE_REQUIRE_GPU();
   test::SeededRng R;
-  MoeCase c;
-  c.router = v4_router(16, 4);
-  MoeFixture f(c, R.rng);
-  const int64_t T = 300;
-  const auto x = test::random_bf16(R.rng, T * c.hidden);
-  const auto logits = random_logits(R.rng, T, 16);
-  const RunResult base = run_gpu(f, x, logits, {}, T);
-  for (int mt : {1, 2, 4, 8, 16}) {  // 16: the wgmma kernels (128-token tiles)
-    const RunResult r = run_gpu(f, x, logits, {}, T, cuda::MoeOptions{mt});
-    ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4)) << "mtiles " << mt;
+  // The second shape leaves the wgmma kernels' row blocks partly past the matrix (inter an
+  // odd multiple of 64: half a 128-column gate|up block; hidden not a multiple of 256).
+  for (const auto& [H, I] : {std::pair<int64_t, int64_t>{256, 128}, std::pair<int64_t, int64_t>{320, 192}}) {
+    MoeCase c;
+    c.router = v4_router(16, 4);
+    c.hidden = H;
+    c.inter = I;
+    MoeFixture f(c, R.rng);
+    const int64_t T = 300;
+    const auto x = test::random_bf16(R.rng, T * c.hidden);
+    const auto logits = random_logits(R.rng, T, 16);
+    const RunResult base = run_gpu(f, x, logits, {}, T);
+    for (int mt : {1, 2, 4, 8, 16}) {  // 16: the wgmma kernels (128-token tiles)
+      const RunResult r = run_gpu(f, x, logits, {}, T, cuda::MoeOptions{mt});
+      ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4)) << "H " << H << " I " << I << " mtiles " << mt;
+    }
   }
 }
 

@@ -2,17 +2,23 @@
 // of the prefill linear (w4a16_wgmma.cuh: weights dequantized into shared memory,
 // asynchronous tensor cores) over 128-token tiles of the expert segments, with the grouped
 // kernels' tile lookup and epilogues (moe_grouped.cuh describes the data flow):
-//   - One CTA = 128 weight rows of ONE expert x one tile of up to 128 tokens of its segment,
-//     over all of k. The tile comes from blockIdx by a binary search over the device tile
-//     offsets, so the grid is sized on the host from T alone and experts with no tokens own no
-//     tile. The activation rows are gathered through sorted_tok (gate|up) or read in segment
-//     order (down).
-//   - gate|up: warpgroup 0 owns gate rows [64 b, 64 b + 64), warpgroup 1 the matching up rows
-//     I + [64 b, ...): thread (w + 4, lane) holds the up value of the gate value that thread
-//     (w, lane) holds. The up half is rounded and handed over through shared memory; the gate
-//     half writes a = rd(rd(silu(min(g, L))) * clamp(u, -L, L)), as the decode-regime kernel.
-//   - down: y rows in segment order, bf16; the routing weight is applied by the combine.
-//   - No split-K, k in order: a token's result does not depend on the other tokens of its tile.
+//   - One CTA = 256 weight rows of ONE expert x one tile of up to 128 tokens of its segment,
+//     over all of k: two strips per warp (the mainloop's SPW = 2), so each warpgroup issues
+//     two m64n128k16 per k16 step on the same activation tile, and one activation tile
+//     (copies, barriers, fences) serves twice the weight rows of the linear's CTA. The tile
+//     comes from blockIdx by a binary search over the device tile offsets, so the grid is
+//     sized on the host from T alone and experts with no tokens own no tile. The activation
+//     rows are gathered through sorted_tok (gate|up) or read in segment order (down).
+//   - gate|up: row block b = intermediate columns [128 b, 128 b + 128); warpgroup 0 owns the
+//     gate rows, warpgroup 1 the matching up rows I + [128 b, ...): thread (w + 4, lane) holds
+//     the up value of the gate value that thread (w, lane) holds. The up half is rounded and
+//     handed over through shared memory; the gate half writes
+//     a = rd(rd(silu(min(g, L))) * clamp(u, -L, L)), as the decode-regime kernel. When I is an
+//     odd multiple of 64 the last block's second half reads zeros and writes nothing.
+//   - down: row block b = y columns [256 b, 256 b + 256), bf16, in segment order; strips past
+//     H read zeros and write nothing. The routing weight is applied by the combine.
+//   - No split-K, k in order: a token's result does not depend on the other tokens of its tile,
+//     nor on the CTA shape (every output element is the same k16 sequence of accumulations).
 #include <cuda_bf16.h>
 
 #include "ops/cuda/moe_kernels.h"
@@ -22,8 +28,16 @@ namespace fp4moe::cuda {
 namespace {
 
 constexpr int kBM = kMoeWgmmaTileTokens;
-using Tile = wgmma::Tile<kBM>;
+constexpr int kSPW = 2;                    // strips per warp
+using Tile = wgmma::Tile<kBM, kSPW>;
+constexpr int kAcc = kBM / 2;              // accumulators per thread per m64 block
+constexpr int kRows = Tile::kRows;         // weight rows per CTA (256)
+constexpr int kGateCols = kRows / 2;       // gate|up: intermediate columns per CTA (128)
+constexpr int kExchangeBytes = 128 * kSPW * kAcc * 4;  // gate|up: the up half, [kSPW * kAcc][128 threads] fp32
 static_assert(kBM == 128, "the epilogue exchange below is sized for 128-token tiles");
+static_assert(kExchangeBytes + kBM * wgmma::out_pitch(kGateCols) <= Tile::kStages * Tile::kStageBytes &&
+                  kExchangeBytes + kBM * wgmma::out_pitch(kRows) <= Tile::kStages * Tile::kStageBytes,
+              "the exchange buffer and the staging tile fit in the pipeline stages");
 
 template <bool NV, bool GATEUP>
 __global__ void __launch_bounds__(wgmma::kThreads, 1) moe_wgmma_kernel(const MoeGroupedArgs a, int row_blocks) {
@@ -37,12 +51,17 @@ __global__ void __launch_bounds__(wgmma::kThreads, 1) moe_wgmma_kernel(const Moe
   const int64_t row0 = a.seg_off[e] + (tile - a.tile_off[e]) * kBM;
   const int rows = static_cast<int>(min(static_cast<int64_t>(kBM), static_cast<int64_t>(a.seg_off[e + 1]) - row0));
 
-  const int64_t strips = (a.n + kTileRows - 1) / kTileRows;
-  auto strip_of = [&](int w) -> int64_t {  // global strip of the CTA's strip w (0..7), -1 past the matrix
-    int64_t s;
-    if constexpr (GATEUP) s = w < 4 ? rb * 4 + w : a.inter / kTileRows + rb * 4 + (w - 4);
-    else s = static_cast<int64_t>(rb) * 8 + w;
-    return s < strips ? s : -1;
+  // Slot s * 8 + w (warp w's strip s) = rows 64 s + 16 (w % 4) of warpgroup w / 4's 128 rows.
+  const int64_t strips = (a.n + kTileRows - 1) / kTileRows, istrips = a.inter / kTileRows;
+  auto strip_of = [&](int slot) -> int64_t {  // global strip of the CTA's slot (0..15), -1 past the matrix
+    const int s = slot / 8, w = slot % 8;
+    if constexpr (GATEUP) {
+      const int64_t c = static_cast<int64_t>(rb) * 8 + s * 4 + w % 4;  // strip of the intermediate
+      return c >= istrips ? -1 : w < 4 ? c : istrips + c;
+    } else {
+      const int64_t st = static_cast<int64_t>(rb) * 16 + (w / 4) * 8 + s * 4 + w % 4;
+      return st < strips ? st : -1;
+    }
   };
   const __nv_bfloat16* xrow[Tile::kXCopies];
 #pragma unroll
@@ -54,54 +73,64 @@ __global__ void __launch_bounds__(wgmma::kThreads, 1) moe_wgmma_kernel(const Moe
   constexpr int kSvec = (NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile) / 16;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int sw = threadIdx.x / kSvec;
-  float acc[kBM / 2];
-  wgmma::wgmma_mainloop<kBM, NV>(xrow, strip_of(warp), sw < wgmma::kStrips ? strip_of(sw) : -1,
-                                 a.codes + e * a.code_stride, a.scales + e * a.scale_stride, a.ktiles, a.k, a.x, acc);
+  const int64_t ws[kSPW] = {strip_of(warp), strip_of(8 + warp)};
+  float acc[kSPW * kAcc];
+  wgmma::wgmma_mainloop<kBM, NV, kSPW>(xrow, ws, sw < Tile::kStrips ? strip_of(sw) : -1, a.codes + e * a.code_stride,
+                                       a.scales + e * a.scale_stride, a.ktiles, a.k, a.x, acc);
 
   const int g = lane / 4, q = lane % 4;
-  // Accumulator 4t + h (+2): token 8t + 2q + h, row g (+8) of this warp's strip. Results go
-  // through a staging tile in shared memory and leave as 16-byte row segments.
+  // Accumulator s * kAcc + 4t + h (+2): token 8t + 2q + h, row g (+8) of this warp's strip s.
+  // Results go through a staging tile in shared memory and leave as 16-byte row segments.
   uint8_t* const smem = wgmma::smem_tile_base();
-  uint8_t* const out_tile = smem + 32 * 1024;  // after the gate|up exchange buffer
-  __syncthreads();                             // every warp is past its last read of the stages
+  uint8_t* const out_tile = smem + kExchangeBytes;  // after the gate|up exchange buffer
+  __syncthreads();                                  // every warp is past its last read of the stages
   if constexpr (GATEUP) {
+    constexpr int kPitch = wgmma::out_pitch(kGateCols);
     const float f = a.gscale[2 * e + (warp < 4 ? 0 : 1)] * kEpilogueUnscale;
-    float* ep = reinterpret_cast<float*>(smem);  // [kBM/2][128 threads]
+    float* ep = reinterpret_cast<float*>(smem);  // [kSPW * kAcc][128 threads]
     if (warp >= 4) {
 #pragma unroll
-      for (int i = 0; i < kBM / 2; ++i) ep[i * 128 + threadIdx.x - 128] = __bfloat162float(__float2bfloat16_rn(acc[i] * f));
+      for (int i = 0; i < kSPW * kAcc; ++i) ep[i * 128 + threadIdx.x - 128] = __bfloat162float(__float2bfloat16_rn(acc[i] * f));
     }
     __syncthreads();
     if (warp < 4) {
       const float L = a.swiglu_limit;
 #pragma unroll
-      for (int t = 0; t < kBM / 8; ++t)
+      for (int s = 0; s < kSPW; ++s)
 #pragma unroll
-        for (int h = 0; h < 4; ++h) {
-          const int i = 4 * t + h;
-          const int tok = t * 8 + 2 * q + (h & 1), col = warp * 16 + g + (h >> 1) * 8;  // intermediate column - 64 rb
-          const float gv = fminf(__bfloat162float(__float2bfloat16_rn(acc[i] * f)), L);
-          const float uv = fminf(fmaxf(ep[i * 128 + threadIdx.x], -L), L);
-          const float silu = __bfloat162float(__float2bfloat16_rn(__fdiv_rn(gv, __fadd_rn(1.0f, expf(-gv)))));
-          *reinterpret_cast<__nv_bfloat16*>(out_tile + tok * wgmma::kOutPitch + col * 2) = __float2bfloat16_rn(__fmul_rn(silu, uv));
-        }
+        for (int t = 0; t < kBM / 8; ++t)
+#pragma unroll
+          for (int h = 0; h < 4; ++h) {
+            const int i = s * kAcc + 4 * t + h;
+            const int tok = t * 8 + 2 * q + (h & 1);
+            const int col = s * 64 + warp * 16 + g + (h >> 1) * 8;  // intermediate column - 128 rb
+            const float gv = fminf(__bfloat162float(__float2bfloat16_rn(acc[i] * f)), L);
+            const float uv = fminf(fmaxf(ep[i * 128 + threadIdx.x], -L), L);
+            const float silu = __bfloat162float(__float2bfloat16_rn(__fdiv_rn(gv, __fadd_rn(1.0f, expf(-gv)))));
+            *reinterpret_cast<__nv_bfloat16*>(out_tile + tok * kPitch + col * 2) = __float2bfloat16_rn(__fmul_rn(silu, uv));
+          }
     }
     __syncthreads();
-    wgmma::store_tile(out_tile, rows, 64, [&](int r) { return a.y + (row0 + r) * a.inter + static_cast<int64_t>(rb) * 64; });
+    const int64_t col0 = static_cast<int64_t>(rb) * kGateCols;
+    const int cols = static_cast<int>(a.inter - col0 < kGateCols ? a.inter - col0 : kGateCols);
+    wgmma::store_tile<kGateCols>(out_tile, rows, cols, [&](int r) { return a.y + (row0 + r) * a.inter + col0; });
   } else {
+    constexpr int kPitch = wgmma::out_pitch(kRows);
     const float f = a.gscale[e] * kEpilogueUnscale;
-    wgmma::stage_acc_bf16<kBM>(acc, f, f, out_tile);
+#pragma unroll
+    for (int s = 0; s < kSPW; ++s)
+      wgmma::stage_block_bf16<kBM, kPitch>(acc + s * kAcc, f, f, (warp / 4) * 128 + s * 64 + (warp % 4) * 16, out_tile);
     __syncthreads();
-    const int64_t col0 = static_cast<int64_t>(rb) * 128;
-    const int cols = static_cast<int>(a.n - col0 < 128 ? a.n - col0 : 128);
-    wgmma::store_tile(out_tile, rows, cols, [&](int r) { return a.y + (row0 + r) * a.n + col0; });
+    const int64_t col0 = static_cast<int64_t>(rb) * kRows;
+    const int cols = static_cast<int>(a.n - col0 < kRows ? a.n - col0 : kRows);
+    wgmma::store_tile<kRows>(out_tile, rows, cols, [&](int r) { return a.y + (row0 + r) * a.n + col0; });
   }
 }
 
 template <bool NV, bool GATEUP>
 cudaError_t launch(const MoeGroupedArgs& a, cudaStream_t s) {
   if (a.max_tiles == 0) return cudaSuccess;
-  const int row_blocks = GATEUP ? static_cast<int>(a.inter / 64) : static_cast<int>((a.n + 127) / 128);
+  const int row_blocks = GATEUP ? static_cast<int>((a.inter + kGateCols - 1) / kGateCols) : static_cast<int>((a.n + kRows - 1) / kRows);
   const int64_t blocks = a.max_tiles * row_blocks;
   moe_wgmma_kernel<NV, GATEUP><<<static_cast<unsigned>(blocks), wgmma::kThreads, Tile::kSmemBytes, s>>>(a, row_blocks);
   return cudaGetLastError();
@@ -115,10 +144,10 @@ cudaError_t launch_moe_wgmma(const MoeGroupedArgs& a, bool gate_up, cudaStream_t
 }
 
 cudaError_t moe_prepare_wgmma() {
-  cudaError_t e = wgmma::raise_wgmma_smem<kBM>(moe_wgmma_kernel<true, true>);
-  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<kBM>(moe_wgmma_kernel<false, true>);
-  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<kBM>(moe_wgmma_kernel<true, false>);
-  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<kBM>(moe_wgmma_kernel<false, false>);
+  cudaError_t e = wgmma::raise_wgmma_smem<kBM, kSPW>(moe_wgmma_kernel<true, true>);
+  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<kBM, kSPW>(moe_wgmma_kernel<false, true>);
+  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<kBM, kSPW>(moe_wgmma_kernel<true, false>);
+  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<kBM, kSPW>(moe_wgmma_kernel<false, false>);
   return e;
 }
 

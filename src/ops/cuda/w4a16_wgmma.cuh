@@ -3,23 +3,28 @@
 //
 // Both operands come from shared memory, so the tensor cores run asynchronously while the
 // warps prepare the next k-tile:
-//   - A (the weight): each warp dequantizes its own 16-row strip of the k-tile (the repacked
-//     layout gives a lane exactly its 8 codes per k16 step, see w4a16_layout.h) and stores the
-//     bf16 values into its warpgroup's 64 x 64 A tile, double-buffered (tile kt % 2).
+//   - A (the weight): each warp dequantizes its own SPW 16-row strips of the k-tile (the
+//     repacked layout gives a lane exactly its 8 codes per k16 step, see w4a16_layout.h) and
+//     stores the bf16 values into its warpgroup's (64 SPW) x 64 A tile, double-buffered
+//     (tile kt % 2).
 //   - B (the activations): cp.async into the canonical K-major 128-byte swizzled layout
 //     (row = token, 128 bytes = 64 k; 16-byte chunk c of row r stored at c ^ (r % 8)); the A
 //     tiles use the same layout. Matrix descriptors describe both to the tensor cores.
-//   CTA tile: 128 weight rows (2 warpgroups x 64) x BM tokens x 64 k, BM = 128 or 256 (the
-//   launcher takes 256 when the tokens fill the wave with it: twice the tensor work per
-//   dequantized tile); m64nBMk16 per warpgroup per k16 step; BM/2 fp32 accumulators per
-//   thread.
+//   CTA tile: 128 SPW weight rows (2 warpgroups x SPW m64 blocks) x BM tokens x 64 k.
+//   The linear: SPW = 1, BM = 128 or 256 (the launcher takes 256 when the tokens fill the
+//   wave with it: twice the tensor work per dequantized tile); m64nBMk16 per warpgroup per
+//   k16 step; BM/2 fp32 accumulators per thread.
+//   The MoE kernel: SPW = 2, BM = 128; per k16 step each warpgroup issues two m64n128k16
+//   (its two m64 blocks) on the same activation tile, so one activation tile (copies,
+//   barrier, fences) serves 256 weight rows; 2 x 64 fp32 accumulators per thread.
 //   Pipeline: S stages of cp.async (activations, weight codes, scales; S = 6 at BM 128, 5 at
 //   256), prefetch distance S-2.
 //   Iteration kt: wait for tile kt, barrier, issue the copies of tile kt+S-2 into the stage
 //   that tile kt-2 used, dequantize tile kt into A buffer kt % 2, fence.proxy.async and a
-//   warpgroup barrier, issue the 4 wgmma of tile kt, then wgmma.wait_group 1 (the wgmma of
-//   kt-1 done): dequantization of tile kt+1 overlaps the tensor cores' work on tile kt.
-//   The fp32 accumulation runs over the k16 steps in order.
+//   warpgroup barrier, issue the 4 SPW wgmma of tile kt, then wgmma.wait_group 1 (the wgmma
+//   of kt-1 done): dequantization of tile kt+1 overlaps the tensor cores' work on tile kt.
+//   The fp32 accumulation of every output element runs over the k16 steps in order, the same
+//   sequence whatever SPW and BM are.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -31,25 +36,38 @@
 namespace fp4moe::cuda::wgmma {
 
 constexpr int kThreads = 256;  // two warpgroups
-constexpr int kBN = 128;       // weight rows per CTA
+constexpr int kBN = 128;       // weight rows per CTA of the linear (SPW = 1)
 constexpr int kStrips = kBN / kTileRows;
 constexpr int kWStageBytes = kStrips * kTileCodeBytes;
 constexpr int kSStageBytes = kStrips * kNvScaleBytesPerTile;
-constexpr int kATileBytes = 64 * 128;  // one warpgroup's 64 rows x 64 k of dequantized bf16, swizzled
+constexpr int kATileBytes = 64 * 128;  // one m64 block: 64 rows x 64 k of dequantized bf16, swizzled
 constexpr int kRasterGroup = 16;
 static_assert(kThreads / 32 == kStrips, "one strip per warp");
 
-template <int BM>
+// Staging tiles of the epilogues: [tokens][cols] bf16, rows out_pitch(cols) bytes apart.
+constexpr int out_pitch(int cols) { return cols * 2 + 16; }
+
+// BM tokens x (128 SPW) weight rows: SPW strips per warp.
+// Stage layout: activations [BM][128 B], codes [strip slot][512 B], scales [slot][scale tile];
+// slot s * 8 + warp is warp's strip s (rows 64 s + 16 (warp % 4) of warpgroup warp / 4's A tile).
+template <int BM, int SPW = 1>
 struct Tile {
-  static constexpr int kStages = BM == 128 ? 6 : 5;  // as many as fit beside the A tiles
-  static constexpr int kXStageBytes = BM * 128;       // BM tokens x 64 k bf16, swizzled
+  static constexpr int kStrips = 8 * SPW;                 // strips (16 rows) per CTA
+  static constexpr int kRows = kStrips * kTileRows;       // weight rows per CTA
+  static constexpr int kWStageBytes = kStrips * kTileCodeBytes;
+  static constexpr int kSStageBytes = kStrips * kNvScaleBytesPerTile;
+  static constexpr int kABytes = SPW * kATileBytes;       // one warpgroup's A tile (one buffer)
+  static constexpr int kStages = BM == 128 ? 6 : 5;       // as many as fit beside the A tiles
+  static constexpr int kXStageBytes = BM * 128;           // BM tokens x 64 k bf16, swizzled
   static constexpr int kStageBytes = (kXStageBytes + kWStageBytes + kSStageBytes + 1023) / 1024 * 1024;
-  static constexpr int kSmemBytes = kStages * kStageBytes + 4 * kATileBytes + 1024;  // A: 2 buffers x 2 warpgroups; + alignment
+  static constexpr int kSmemBytes = kStages * kStageBytes + 4 * kABytes + 1024;  // A: 2 buffers x 2 warpgroups; + alignment
   static constexpr int kXCopies = BM * 8 / kThreads;  // 16-byte activation chunks per thread per tile
+  static_assert(SPW == 1 || SPW == 2, "one or two strips per warp");
   static_assert(kStageBytes % 1024 == 0, "each stage's activation tile starts 1024-byte aligned (128B swizzle atom)");
   static_assert(kSmemBytes <= 227 * 1024, "fits in an SM's shared memory");
-  static_assert(BM * (128 * 2 + 16) + 32 * 1024 <= kStages * kStageBytes, "the epilogue's staging tiles fit in the stages");
-  static_assert(BM * 8 % kThreads == 0 && kStrips * 32 == kThreads, "whole activation chunks; one code chunk per thread");
+  static_assert(BM * out_pitch(kRows) + SPW * 32 * 1024 <= kStages * kStageBytes,
+                "the epilogues' staging tiles fit in the stages");
+  static_assert(BM * 8 % kThreads == 0 && 8 * 32 == kThreads, "whole activation chunks; SPW code chunks per thread");
 };
 
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* gmem, bool valid) {
@@ -126,26 +144,29 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[128], uint64_t desc_a, uint6
       : "l"(desc_a), "l"(desc_b));
 }
 
-// The k-loop of one CTA tile: 128 weight rows (this CTA's 8 strips) x BM tokens, all of k.
-// Inputs, per thread (the caller computes them once):
-//   xrow[i]  the activation row of this thread's chunk i (token row threadIdx.x/8 + 32 i of
-//            the tile), already offset by its 16-byte column (threadIdx.x % 8) * 8; null past
-//            the last token;
-//   wstrip   the global strip (16 rows) whose codes this thread copies: its own warp's strip
-//            (threadIdx.x / 32), or -1 when that strip is past the matrix (zeros);
-//   sstrip   the strip of the scale chunk this thread copies (threadIdx.x / (scale tile / 16)),
-//            or -1; threads past the 8 strips' scale chunks copy none.
+// The k-loop of one CTA tile: 128 SPW weight rows (this CTA's 8 SPW strips) x BM tokens, all
+// of k. Inputs, per thread (the caller computes them once):
+//   xrow[i]    the activation row of this thread's chunk i (token row threadIdx.x/8 + 32 i of
+//              the tile), already offset by its 16-byte column (threadIdx.x % 8) * 8; null
+//              past the last token;
+//   wstrip[s]  the global strip (16 rows) of slot s * 8 + warp, this warp's strip s, whose
+//              codes this thread copies and dequantizes, or -1 when it is past the matrix
+//              (zeros);
+//   sstrip     the strip of the scale chunk this thread copies (slot threadIdx.x / (scale
+//              tile / 16)), or -1; threads past the 8 SPW slots' scale chunks copy none.
 // codes/scales: the matrix's repacked tiles (strip-major, ktiles per strip).
-// acc (BM/2 per thread): accumulator i holds weight row 16*warp + g + 8*((i/2)%2) of the
-// tile, token 8*(i/4) + 2q + i%2, unscaled (times 2^-62 relative to the real product: the
-// epilogue multiplies by the per-row factor).
-template <int BM, bool NV>
-__device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow)[Tile<BM>::kXCopies], int64_t wstrip,
-                                               int64_t sstrip, const uint8_t* codes, const uint8_t* scales,
-                                               int64_t ktiles, int64_t k, const __nv_bfloat16* any_x,
-                                               float (&acc)[BM / 2]) {
-  using T = Tile<BM>;
+// acc (SPW x BM/2 per thread): accumulator s * BM/2 + i holds row 16 * (warp % 4) + g +
+// 8 * ((i/2)%2) of m64 block s of warpgroup warp / 4 (the rows of slot s * 8 + warp), token
+// 8*(i/4) + 2q + i%2, unscaled (times 2^-62 relative to the real product: the epilogue
+// multiplies by the per-row factor).
+template <int BM, bool NV, int SPW>
+__device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow)[Tile<BM, SPW>::kXCopies],
+                                               const int64_t (&wstrip)[SPW], int64_t sstrip, const uint8_t* codes,
+                                               const uint8_t* scales, int64_t ktiles, int64_t k,
+                                               const __nv_bfloat16* any_x, float (&acc)[SPW * BM / 2]) {
+  using T = Tile<BM, SPW>;
   constexpr int kStages = T::kStages, kStageBytes = T::kStageBytes, kXStageBytes = T::kXStageBytes;
+  constexpr int kAcc = BM / 2;  // accumulators per m64 block
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   const uint32_t sbase = (raw + 1023u) & ~1023u;
@@ -155,18 +176,23 @@ __device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow
   const int g = lane / 4;
   const int wg = warp / 4, wr = warp % 4;  // warpgroup, warp within it
   constexpr int kScaleTile = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
-  constexpr int kSvec = kScaleTile / 16, kScopies = kStrips * kSvec;
+  constexpr int kSvec = kScaleTile / 16, kScopies = T::kStrips * kSvec;
 
   // Per-thread copy addresses, computed once: the loop only adds kt times the tile stride
   // (64-bit index math per copy would make the loop instruction-issue bound).
   const int xr0 = threadIdx.x / 8, xc = threadIdx.x % 8;
   const uint32_t xdst = static_cast<uint32_t>(xr0 * 128 + ((xc ^ (xr0 & 7)) * 16));
-  const bool w_ok = wstrip >= 0;
-  const uint8_t* wsrc = codes + (w_ok ? wstrip * ktiles * kTileCodeBytes + lane * 16 : 0);
-  const uint32_t wdst = kXStageBytes + threadIdx.x * 16;
+  bool w_ok[SPW];
+  const uint8_t* wsrc[SPW];
+#pragma unroll
+  for (int s = 0; s < SPW; ++s) {
+    w_ok[s] = wstrip[s] >= 0;
+    wsrc[s] = codes + (w_ok[s] ? wstrip[s] * ktiles * kTileCodeBytes + lane * 16 : 0);
+  }
+  const uint32_t wdst = kXStageBytes + threadIdx.x * 16;  // slot s: + s * kThreads * 16
   const bool s_ok = threadIdx.x < kScopies && sstrip >= 0;
   const uint8_t* ssrc = scales + (s_ok ? sstrip * ktiles * kScaleTile + (threadIdx.x % kSvec) * 16 : 0);
-  const uint32_t sdst = kXStageBytes + kWStageBytes + threadIdx.x * 16;
+  const uint32_t sdst = kXStageBytes + T::kWStageBytes + threadIdx.x * 16;
   const int kdim = static_cast<int>(k);
 
   auto issue = [&](int kt, int st) {
@@ -177,16 +203,20 @@ __device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow
       const bool ok = k_ok && xrow[i] != nullptr;
       cp_async16(base + xdst + i * 32 * 128, ok ? xrow[i] + kt * kTileK : any_x, ok);
     }
-    cp_async16(base + wdst, w_ok ? wsrc + static_cast<int64_t>(kt) * kTileCodeBytes : codes, w_ok);
+#pragma unroll
+    for (int s = 0; s < SPW; ++s)
+      cp_async16(base + wdst + s * kThreads * 16, w_ok[s] ? wsrc[s] + static_cast<int64_t>(kt) * kTileCodeBytes : codes,
+                 w_ok[s]);
     if (threadIdx.x < kScopies)
       cp_async16(base + sdst, s_ok ? ssrc + static_cast<int64_t>(kt) * kScaleTile : scales, s_ok);
   };
 
 #pragma unroll
-  for (int i = 0; i < BM / 2; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < SPW * kAcc; ++i) acc[i] = 0.0f;
 
   // The A tiles use the activations' 128-byte swizzle: 16-byte chunk c of row r at c ^ (r % 8).
-  const uint32_t abase = sbase + kStages * kStageBytes + wg * kATileBytes;
+  // A region: [buffer][warpgroup][m64 block s], kATileBytes each.
+  const uint32_t abase = sbase + kStages * kStageBytes + wg * T::kABytes;
   // stmatrix row addresses: lane l gives row l % 8 of 8x8 block l / 8; blocks 0..3 of a k16
   // step are (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) of
   // the warp's strip, the A fragment's register order. Chunk (2j + half) of the row, swizzled.
@@ -211,36 +241,58 @@ __device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow
     asm volatile("cp.async.commit_group;\n" ::);
     fill = fill == kStages - 1 ? 0 : fill + 1;
     const uint8_t* wb = gbase + st * kStageBytes + kXStageBytes;
-    const uint8_t* sb = wb + kWStageBytes;
-    const uint4 cw = *reinterpret_cast<const uint4*>(wb + warp * kTileCodeBytes + lane * 16);
-    uint2 sc;
-    if constexpr (NV) sc = *reinterpret_cast<const uint2*>(sb + warp * kNvScaleBytesPerTile + g * 8);
-    else sc = make_uint2(*reinterpret_cast<const uint32_t*>(sb + warp * kMxScaleBytesPerTile + g * 4), 0u);
-    // Dequantize this warp's 16 rows x 64 k into the A tile (buffer kt % 2) of its warpgroup:
-    // per k16 step, the four 8x8 blocks of the A fragment by one stmatrix.x4.
-    const uint32_t ab = abase + static_cast<uint32_t>(kt & 1) * (2 * kATileBytes);
+    const uint8_t* sb = wb + T::kWStageBytes;
+    uint4 cw[SPW];
+    uint2 sc[SPW];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      uint32_t af[4];
-      detail::a_fragment<NV>(cw, sc, j, af);  // padded k: zero codes (w4a16_layout.h), and B is zero there too
-      stmatrix_x4(ab + st_row + ((((2 * j) | st_half) ^ st_swz) << 4), af);
+    for (int s = 0; s < SPW; ++s) {
+      const int slot = s * 8 + warp;
+      cw[s] = *reinterpret_cast<const uint4*>(wb + slot * kTileCodeBytes + lane * 16);
+      if constexpr (NV) sc[s] = *reinterpret_cast<const uint2*>(sb + slot * kNvScaleBytesPerTile + g * 8);
+      else sc[s] = make_uint2(*reinterpret_cast<const uint32_t*>(sb + slot * kMxScaleBytesPerTile + g * 4), 0u);
     }
+    // Dequantize this warp's strips (16 rows x 64 k each) into the A tile (buffer kt % 2) of
+    // its warpgroup, strip s into m64 block s: per k16 step, the four 8x8 blocks of the A
+    // fragment by one stmatrix.x4.
+    const uint32_t ab = abase + static_cast<uint32_t>(kt & 1) * (2 * T::kABytes);
+#pragma unroll
+    for (int s = 0; s < SPW; ++s)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        uint32_t af[4];
+        detail::a_fragment<NV>(cw[s], sc[s], j, af);  // padded k: zero codes (w4a16_layout.h), and B is zero there too
+        stmatrix_x4(ab + s * kATileBytes + st_row + ((((2 * j) | st_half) ^ st_swz) << 4), af);
+      }
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // the A stores -> tensor cores
-    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");   // the warpgroup's 4 strips are in place
+    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");   // the warpgroup's strips are in place
     const uint32_t xaddr = sbase + st * kStageBytes;
     st = st == kStages - 1 ? 0 : st + 1;
     wgmma_fence();
 #pragma unroll
-    for (int j = 0; j < 4; ++j) wgmma_ss(acc, smem_desc(ab + j * 32), smem_desc(xaddr + j * 32));
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int s = 0; s < SPW; ++s)
+        wgmma_ss(*reinterpret_cast<float(*)[kAcc]>(acc + s * kAcc), smem_desc(ab + s * kATileBytes + j * 32),
+                 smem_desc(xaddr + j * 32));
     wgmma_commit();
     wgmma_wait1();  // the wgmma of kt-1 has finished reading its stage and A buffer
 #pragma unroll
-    for (int i = 0; i < BM / 2; ++i) reg_fence(acc[i]);
+    for (int i = 0; i < SPW * kAcc; ++i) reg_fence(acc[i]);
   }
   wgmma_wait0();
 #pragma unroll
-  for (int i = 0; i < BM / 2; ++i) reg_fence(acc[i]);
+  for (int i = 0; i < SPW * kAcc; ++i) reg_fence(acc[i]);
   asm volatile("cp.async.wait_group 0;\n" ::);
+}
+
+// One strip per warp (the linear): wstrip is the warp's own strip.
+template <int BM, bool NV>
+__device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow)[Tile<BM>::kXCopies], int64_t wstrip,
+                                               int64_t sstrip, const uint8_t* codes, const uint8_t* scales,
+                                               int64_t ktiles, int64_t k, const __nv_bfloat16* any_x,
+                                               float (&acc)[BM / 2]) {
+  const int64_t ws[1] = {wstrip};
+  wgmma_mainloop<BM, NV, 1>(xrow, ws, sstrip, codes, scales, ktiles, k, any_x, acc);
 }
 
 // The CTA's 1024-aligned shared-memory base (the pipeline stages; free for an epilogue once
@@ -253,11 +305,25 @@ __device__ __forceinline__ uint8_t* smem_tile_base() {
 
 // Output tiles go through shared memory so that the global stores are whole 16-byte row
 // segments (straight from the accumulator layout they would be 2-byte stores, rows apart).
-// Staging tile: [tokens][up to 128 columns] bf16, rows kOutPitch bytes apart.
-inline constexpr int kOutPitch = 128 * 2 + 16;
+// Staging tile of the linear: [tokens][up to 128 columns] bf16, rows kOutPitch bytes apart.
+inline constexpr int kOutPitch = out_pitch(128);
 
-// This thread's accumulators times f0 (row g of its strip) or f1 (row g + 8), rounded to bf16,
-// at column 16 * warp (+ g, + 8) of the staging tile.
+// The accumulators of one m64 block (BM/2 per thread) times f0 (row g of the warp's strip) or
+// f1 (row g + 8), rounded to bf16, at column col + g (+ 8) of a staging tile of kPitch bytes
+// per token.
+template <int BM, int kPitch>
+__device__ __forceinline__ void stage_block_bf16(const float* acc, float f0, float f1, int col, uint8_t* tile) {
+  const int lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+#pragma unroll
+  for (int t = 0; t < BM / 8; ++t)
+#pragma unroll
+    for (int h = 0; h < 4; ++h) {
+      const int tok = 8 * t + 2 * q + (h & 1), c = col + g + (h >> 1) * 8;
+      *reinterpret_cast<__nv_bfloat16*>(tile + tok * kPitch + c * 2) = __float2bfloat16_rn(acc[4 * t + h] * (h < 2 ? f0 : f1));
+    }
+}
+
+// The linear's tile (one strip per warp): column 16 * warp (+ g, + 8) of the staging tile.
 template <int BM>
 __device__ __forceinline__ void stage_acc_bf16(const float (&acc)[BM / 2], float f0, float f1, uint8_t* tile) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
@@ -270,21 +336,23 @@ __device__ __forceinline__ void stage_acc_bf16(const float (&acc)[BM / 2], float
     }
 }
 
-// Copies columns [0, cols) (a multiple of 8) of tokens [0, rows) of the staging tile to
-// dst(r), the 16-byte aligned start of token r's output segment, in 16-byte pieces.
-template <class Dst>
+// Copies columns [0, cols) (a multiple of 8) of tokens [0, rows) of a staging tile of kCols
+// columns (rows out_pitch(kCols) bytes apart) to dst(r), the 16-byte aligned start of token
+// r's output segment, in 16-byte pieces.
+template <int kCols = 128, class Dst>
 __device__ __forceinline__ void store_tile(const uint8_t* tile, int rows, int cols, Dst dst) {
+  constexpr int kPitch = out_pitch(kCols), kRowChunks = kCols / 8;
   const int chunks = cols / 8;
-  for (int v = threadIdx.x; v < rows * 16; v += kThreads) {
-    const int r = v / 16, c = v % 16;
-    if (c < chunks) *reinterpret_cast<uint4*>(dst(r) + c * 8) = *reinterpret_cast<const uint4*>(tile + r * kOutPitch + c * 16);
+  for (int v = threadIdx.x; v < rows * kRowChunks; v += kThreads) {
+    const int r = v / kRowChunks, c = v % kRowChunks;
+    if (c < chunks) *reinterpret_cast<uint4*>(dst(r) + c * 8) = *reinterpret_cast<const uint4*>(tile + r * kPitch + c * 16);
   }
 }
 
-// Raises the dynamic shared-memory limit of a kernel that runs wgmma_mainloop<BM, ...>.
-template <int BM, class Kernel>
+// Raises the dynamic shared-memory limit of a kernel that runs wgmma_mainloop<BM, NV, SPW>.
+template <int BM, int SPW = 1, class Kernel>
 cudaError_t raise_wgmma_smem(Kernel kernel) {
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile<BM>::kSmemBytes);
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile<BM, SPW>::kSmemBytes);
 }
 
 }  // namespace fp4moe::cuda::wgmma
