@@ -5,7 +5,8 @@
 // rounds of a warp arg-max on (key, -expert id) (redux.sync max of order-preserving integer
 // keys, then min of the ids that reach it), so ties go to the lower id exactly as in the
 // reference; scores use fp64 transcendentals rounded once to fp32 and explicit _rn fp32
-// operations (no FMA contraction), so they match the CPU bit for bit.
+// operations (no FMA contraction), so they match the CPU bit for bit. One kernel per router
+// kind, with no local memory: the router runs once per layer call on a cold instruction cache.
 // Dispatch: a per-chunk histogram (integer atomics: the counts are exact whatever the order),
 // one block that turns the histograms into offsets (CUB block scan), and one warp per chunk
 // that places the chunk's pairs in order (__match_any_sync ranks): positions depend only on
@@ -18,6 +19,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <climits>
+#include <type_traits>
 
 #include "ops/cuda/moe_kernels.h"
 
@@ -55,38 +57,64 @@ __device__ __forceinline__ uint32_t ord_key(float k) {
 }
 __device__ __forceinline__ float key_of_ord(uint32_t o) { return __uint_as_float((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o); }
 
-// Best (largest key, then lowest index) of one lane's kPerLane keys: a tree whose left side
-// always holds the lower indices, so ties keep the lower expert id.
-__device__ __forceinline__ void lane_best(const uint32_t (&ok)[kPerLane], uint32_t& bk, int& bi) {
-  uint32_t k[kPerLane];
-  int ix[kPerLane];
+// Best (largest key, then lowest index) of one lane's kPerLane keys: a max tree over
+// (key << 32 | (kPerLane - 1 - index)), so ties keep the lower expert id. Candidates whose bit
+// is set in `retired` count as 0 (a mask and 64-bit maxima rather than selects of array
+// elements: those become runtime-indexed local-memory accesses).
+__device__ __forceinline__ void lane_best(const uint32_t (&ok)[kPerLane], uint32_t retired, uint32_t& bk, int& bi) {
+  uint64_t c[kPerLane];
 #pragma unroll
-  for (int i = 0; i < kPerLane; ++i) k[i] = ok[i], ix[i] = i;
+  for (int i = 0; i < kPerLane; ++i)
+    c[i] = (static_cast<uint64_t>((retired >> i) & 1u ? 0u : ok[i]) << 32) | static_cast<uint32_t>(kPerLane - 1 - i);
+  static_assert(kPerLane == 16, "a 4-level tree");
+  auto level = [&](auto wc) {  // constant bounds: the whole tree stays in registers
+    constexpr int w = decltype(wc)::value;
 #pragma unroll
-  for (int w = kPerLane / 2; w >= 1; w /= 2) {
-#pragma unroll
-    for (int i = 0; i < w; ++i) {
-      const bool r = k[2 * i + 1] > k[2 * i];
-      k[i] = r ? k[2 * i + 1] : k[2 * i];
-      ix[i] = r ? ix[2 * i + 1] : ix[2 * i];
-    }
-  }
-  bk = k[0];
-  bi = ix[0];
+    for (int i = 0; i < w; ++i) c[i] = c[2 * i] > c[2 * i + 1] ? c[2 * i] : c[2 * i + 1];
+  };
+  level(std::integral_constant<int, 8>{});
+  level(std::integral_constant<int, 4>{});
+  level(std::integral_constant<int, 2>{});
+  level(std::integral_constant<int, 1>{});
+  bk = static_cast<uint32_t>(c[0] >> 32);
+  bi = kPerLane - 1 - static_cast<int>(c[0] & 0xFFu);
 }
 
-__device__ __forceinline__ float score_of(MoeRouterKind kind, float l, bool bf16) {
-  if (kind == MoeRouterKind::kV4Scored || kind == MoeRouterKind::kV4Hash) {
+template <MoeRouterKind KIND>
+__device__ __forceinline__ float score_of(float l, bool bf16) {
+  if constexpr (KIND == MoeRouterKind::kV4Scored || KIND == MoeRouterKind::kV4Hash) {
     const float sp = rd(l > 20.0f ? l : static_cast<float>(log1p(exp(static_cast<double>(l)))), bf16);
     return rd(__fsqrt_rn(sp), bf16);
+  } else if constexpr (KIND == MoeRouterKind::kV3Grouped) {
+    return rd(static_cast<float>(1.0 / (1.0 + exp(-static_cast<double>(l)))), bf16);
+  } else {
+    return l;
   }
-  if (kind == MoeRouterKind::kV3Grouped) return rd(static_cast<float>(1.0 / (1.0 + exp(-static_cast<double>(l)))), bf16);
-  return l;
 }
 
+// Score-weighted routers (V4, V3): lane j < k holds selection j (expert my_e, score my_s);
+// the renormalizing sum runs over the selections in order (shuffles), the same roundings as
+// the CPU reference.
+__device__ __forceinline__ void write_score_weights(const MoeRouteArgs& a, int lane, int my_e, float my_s, bool renorm,
+                                                    int32_t* ids, float* wts) {
+  const int K = a.top_k;
+  float sum = 0.0f;
+  for (int j = 0; j < K; ++j) sum = __fadd_rn(sum, __shfl_sync(0xffffffffu, my_s, j));
+  const float denom = rd(__fadd_rn(rd(sum, a.round_bf16), 1e-20f), a.round_bf16);
+  if (lane < K) {
+    ids[lane] = my_e;
+    wts[lane] = renorm ? rd(__fmul_rn(rd(__fdiv_rn(my_s, denom), a.round_bf16), a.routed_scaling_factor), a.round_bf16)
+                       : rd(__fmul_rn(my_s, a.routed_scaling_factor), a.round_bf16);
+  }
+}
+
+// One instantiation per router kind: each kernel holds only its own kind's code (the routers
+// run once per layer call on a cold instruction cache, so code size is latency here).
 // tpb tokens per block (1..8): phase 1 spreads the tpb x E score evaluations over the whole
 // block (at T = 1 every thread evaluates one expert instead of one warp evaluating all);
-// phase 2 gives each token one warp for the selection.
+// phase 2 gives each token one warp for the selection. Lane j < k holds the j-th selection;
+// sums over the selections run in selection order through shuffles.
+template <MoeRouterKind KIND>
 __global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRouteArgs a, int tpb) {
   __shared__ float s_sm[kRouteWarps][kMoeMaxExperts];  // scores of each token
   __shared__ float k_sm[kRouteWarps][kMoeMaxExperts];  // selection keys of each token
@@ -98,10 +126,10 @@ __global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRo
   const int ntok = static_cast<int>(min(static_cast<int64_t>(tpb), a.T - t0));
   for (int i = threadIdx.x; i < ntok * E; i += blockDim.x) {
     const int tl = i / E, e = i % E;
-    const float sc = score_of(a.kind, a.logits[(t0 + tl) * E + e], a.round_bf16);
+    const float sc = score_of<KIND>(a.logits[(t0 + tl) * E + e], a.round_bf16);
     s_sm[tl][e] = sc;
-    k_sm[tl][e] = a.kind == MoeRouterKind::kSoftmax ? nan_to_neg_inf(sc)
-                                                     : nan_to_neg_inf(rd(__fadd_rn(sc, a.bias ? a.bias[e] : 0.0f), a.round_bf16));
+    if constexpr (KIND == MoeRouterKind::kSoftmax) k_sm[tl][e] = nan_to_neg_inf(sc);
+    else k_sm[tl][e] = nan_to_neg_inf(rd(__fadd_rn(sc, a.bias ? a.bias[e] : 0.0f), a.round_bf16));
   }
   __syncthreads();
   if (warp >= ntok) return;
@@ -113,124 +141,100 @@ __global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRo
     for (int j = lane; j < K; j += 32) ids[j] = -1, wts[j] = 0.0f;
   };
   if (padded) return drop();
-  float key[kPerLane];
   const float* s = s_sm[warp];
-#pragma unroll
-  for (int i = 0; i < kPerLane; ++i) {
-    const int e = lane + 32 * i;
-    key[i] = e < E ? k_sm[warp][e] : -INFINITY;
-  }
 
-  if (a.kind == MoeRouterKind::kV4Hash) {
+  if constexpr (KIND == MoeRouterKind::kV4Hash) {
     const int64_t tok = a.token_ids[t];
     if (tok < 0 || tok >= a.vocab) return drop();
-    bool ok = true;
-    for (int j = 0; j < K; ++j) {
-      const int32_t e = a.tid2eid[tok * K + j];
-      ok &= e >= 0 && e < E;
-    }
-    if (!ok) return drop();
-    float sum = 0.0f;
-    for (int j = 0; j < K; ++j) sum = __fadd_rn(sum, s[a.tid2eid[tok * K + j]]);
-    const float denom = rd(__fadd_rn(rd(sum, a.round_bf16), 1e-20f), a.round_bf16);
-    for (int j = lane; j < K; j += 32) {
-      const int32_t e = a.tid2eid[tok * K + j];
-      ids[j] = e;
-      wts[j] = rd(__fmul_rn(rd(__fdiv_rn(s[e], denom), a.round_bf16), a.routed_scaling_factor), a.round_bf16);
-    }
-    return;
-  }
-
-  if (a.kind == MoeRouterKind::kV3Grouped) {
-    const float* ks = k_sm[warp];
-    const int per = E / a.n_group;
-    Cand g{-INFINITY, INT_MAX};
-    if (lane < a.n_group) {
-      float m1 = -INFINITY, m2 = -INFINITY;
-      for (int i = 0; i < per; ++i) {
-        const float v = ks[lane * per + i];
-        if (v > m1) m2 = m1, m1 = v;
-        else if (v > m2) m2 = v;
-      }
-      g = Cand{__fadd_rn(m1, m2), lane};
-    }
-    unsigned chosen = 0;
-    for (int j = 0; j < a.topk_group; ++j) {
-      const Cand b = warp_best(g);
-      chosen |= 1u << b.id;
-      if (lane == b.id) g = Cand{-INFINITY, INT_MAX};
-    }
+    const int32_t my_e = lane < K ? a.tid2eid[tok * K + lane] : 0;
+    if (!__all_sync(0xffffffffu, my_e >= 0 && my_e < E)) return drop();
+    return write_score_weights(a, lane, my_e, lane < K ? s[my_e] : 0.0f, true, ids, wts);
+  } else {
+    float key[kPerLane];
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       const int e = lane + 32 * i;
-      if (e < E && !((chosen >> (e / per)) & 1u)) key[i] = -INFINITY;
+      key[i] = e < E ? k_sm[warp][e] : -INFINITY;
     }
-  }
 
-  // Top-k: k rounds of a warp arg-max on order-preserving integer keys (0 = not a candidate):
-  // each lane keeps the best of its own candidates (a 4-level tree, ties to the lower id), a
-  // round is one redux max over the lanes and one redux min of the ids that reach it, and only
-  // the winner's lane retires the winner and rebuilds its best.
-  uint32_t okey[kPerLane];
+    if constexpr (KIND == MoeRouterKind::kV3Grouped) {
+      const float* ks = k_sm[warp];
+      const int per = E / a.n_group;
+      Cand g{-INFINITY, INT_MAX};
+      if (lane < a.n_group) {
+        float m1 = -INFINITY, m2 = -INFINITY;
+        for (int i = 0; i < per; ++i) {
+          const float v = ks[lane * per + i];
+          if (v > m1) m2 = m1, m1 = v;
+          else if (v > m2) m2 = v;
+        }
+        g = Cand{__fadd_rn(m1, m2), lane};
+      }
+      unsigned chosen = 0;
+      for (int j = 0; j < a.topk_group; ++j) {
+        const Cand b = warp_best(g);
+        chosen |= 1u << b.id;
+        if (lane == b.id) g = Cand{-INFINITY, INT_MAX};
+      }
 #pragma unroll
-  for (int i = 0; i < kPerLane; ++i) okey[i] = lane + 32 * i < E ? ord_key(key[i]) : 0u;
-  uint32_t bk;
-  int bi;
-  lane_best(okey, bk, bi);
-  int sel[16];
-  float selkey[16];
-  for (int j = 0; j < K; ++j) {
-    const uint32_t wk = __reduce_max_sync(0xffffffffu, bk);
-    const uint32_t wid = __reduce_min_sync(0xffffffffu, bk == wk ? static_cast<uint32_t>(lane + 32 * bi) : 0xffffffffu);
-    if (static_cast<int>(wid & 31) == lane) {
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i)
-        if (i == bi) okey[i] = 0u;
-      lane_best(okey, bk, bi);
+      for (int i = 0; i < kPerLane; ++i) {
+        const int e = lane + 32 * i;
+        if (e < E && !((chosen >> (e / per)) & 1u)) key[i] = -INFINITY;
+      }
     }
-    sel[j] = static_cast<int>(wid);
-    selkey[j] = key_of_ord(wk);
-  }
 
-  if (a.kind == MoeRouterKind::kSoftmax) {
-    float m = -INFINITY;
+    // Top-k: k rounds of a warp arg-max on order-preserving integer keys (0 = not a candidate):
+    // each lane keeps the best of its own candidates (a 4-level tree, ties to the lower id), a
+    // round is one redux max over the lanes and one redux min of the ids that reach it, and only
+    // the winner's lane retires the winner and rebuilds its best. Lane j keeps round j's result.
+    uint32_t okey[kPerLane];
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) m = key[i] > m ? key[i] : m;  // -inf padding never wins
-#pragma unroll
-    for (int off = 16; off >= 1; off /= 2) {
-      const float o = __shfl_xor_sync(0xffffffffu, m, off);
-      m = o > m ? o : m;
-    }
-    double z = 0.0;
-    if (a.renormalize) {
-      for (int j = 0; j < K; ++j) z += exp(static_cast<double>(__fsub_rn(selkey[j], m)));
-    } else {
-#pragma unroll
-      for (int i = 0; i < kPerLane; ++i)
-        if (lane + 32 * i < E) z += exp(static_cast<double>(__fsub_rn(key[i], m)));
-#pragma unroll
-      for (int off = 16; off >= 1; off /= 2) z = z + __shfl_xor_sync(0xffffffffu, z, off);
-    }
+    for (int i = 0; i < kPerLane; ++i) okey[i] = lane + 32 * i < E ? ord_key(key[i]) : 0u;
+    uint32_t bk, retired = 0;
+    int bi;
+    lane_best(okey, retired, bk, bi);
+    int my_sel = 0;
+    float my_key = 0.0f;
     for (int j = 0; j < K; ++j) {
-      if (lane != (j & 31)) continue;
-      const float p = static_cast<float>(exp(static_cast<double>(__fsub_rn(selkey[j], m))) / z);
-      ids[j] = sel[j];
-      wts[j] = rd(__fmul_rn(rd(p, a.round_bf16), a.routed_scaling_factor), a.round_bf16);
+      const uint32_t wk = __reduce_max_sync(0xffffffffu, bk);
+      const uint32_t wid = __reduce_min_sync(0xffffffffu, bk == wk ? static_cast<uint32_t>(lane + 32 * bi) : 0xffffffffu);
+      if (static_cast<int>(wid & 31) == lane) {
+        retired |= 1u << bi;
+        lane_best(okey, retired, bk, bi);
+      }
+      if (lane == j) my_sel = static_cast<int>(wid), my_key = key_of_ord(wk);
     }
-    return;
-  }
 
-  // V4 scored and V3: weights from the scores (never the bias).
-  const bool renorm = a.kind == MoeRouterKind::kV4Scored || a.renormalize;
-  float sum = 0.0f;
-  for (int j = 0; j < K; ++j) sum = __fadd_rn(sum, s[sel[j]]);
-  const float denom = rd(__fadd_rn(rd(sum, a.round_bf16), 1e-20f), a.round_bf16);
-  for (int j = 0; j < K; ++j) {
-    if (lane != (j & 31)) continue;
-    const float sj = s[sel[j]];
-    ids[j] = sel[j];
-    wts[j] = renorm ? rd(__fmul_rn(rd(__fdiv_rn(sj, denom), a.round_bf16), a.routed_scaling_factor), a.round_bf16)
-                    : rd(__fmul_rn(sj, a.routed_scaling_factor), a.round_bf16);
+    if constexpr (KIND == MoeRouterKind::kSoftmax) {
+      float m = -INFINITY;
+#pragma unroll
+      for (int i = 0; i < kPerLane; ++i) m = key[i] > m ? key[i] : m;  // -inf padding never wins
+#pragma unroll
+      for (int off = 16; off >= 1; off /= 2) {
+        const float o = __shfl_xor_sync(0xffffffffu, m, off);
+        m = o > m ? o : m;
+      }
+      const double my_x = lane < K ? exp(static_cast<double>(__fsub_rn(my_key, m))) : 0.0;
+      double z = 0.0;
+      if (a.renormalize) {
+        for (int j = 0; j < K; ++j) z += __shfl_sync(0xffffffffu, my_x, j);
+      } else {
+        for (int i = 0; i < kPerLane; ++i)
+          if (lane + 32 * i < E) z += exp(static_cast<double>(__fsub_rn(key[i], m)));
+#pragma unroll
+        for (int off = 16; off >= 1; off /= 2) z = z + __shfl_xor_sync(0xffffffffu, z, off);
+      }
+      if (lane < K) {
+        const float p = static_cast<float>(my_x / z);
+        ids[lane] = my_sel;
+        wts[lane] = rd(__fmul_rn(rd(p, a.round_bf16), a.routed_scaling_factor), a.round_bf16);
+      }
+      return;
+    } else {
+      // V4 scored and V3: weights from the scores (never the bias).
+      write_score_weights(a, lane, my_sel, lane < K ? s[my_sel] : 0.0f, KIND == MoeRouterKind::kV4Scored || a.renormalize,
+                          ids, wts);
+    }
   }
 }
 
@@ -353,6 +357,8 @@ __global__ void __launch_bounds__(kMoeMaxSlots) moe_dispatch_one_kernel(const Mo
 }
 
 // ---- combine ------------------------------------------------------------------------------
+// KMAX: the unrolled bound on k (8 or 16), so a top-6 layer runs the smaller body.
+template <int KMAX>
 __global__ void __launch_bounds__(256) moe_combine_kernel(const MoeCombineArgs a) {
   moe_pdl_wait();
   moe_pdl_trigger();
@@ -362,19 +368,19 @@ __global__ void __launch_bounds__(256) moe_combine_kernel(const MoeCombineArgs a
        v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = v / vec_per_row, c = (v % vec_per_row) * 8;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int32_t pos[kMaxTopK];
-    float w[kMaxTopK];
+    int32_t pos[KMAX];
+    float w[KMAX];
 #pragma unroll
-    for (int j = 0; j < kMaxTopK; ++j) {
+    for (int j = 0; j < KMAX; ++j) {
       pos[j] = j < a.k ? a.pair_pos[t * a.kp + j] : -1;
       w[j] = j < a.k ? a.weights[t * a.k + j] : 0.0f;
     }
-    uint4 raw[kMaxTopK];
+    uint4 raw[KMAX];
 #pragma unroll
-    for (int j = 0; j < kMaxTopK; ++j)  // all loads in flight before the first use
+    for (int j = 0; j < KMAX; ++j)  // all loads in flight before the first use
       raw[j] = pos[j] >= 0 ? *reinterpret_cast<const uint4*>(a.y + static_cast<int64_t>(pos[j]) * a.H + c) : make_uint4(0, 0, 0, 0);
 #pragma unroll
-    for (int j = 0; j < kMaxTopK; ++j) {
+    for (int j = 0; j < KMAX; ++j) {
       if (pos[j] < 0) continue;
       const __nv_bfloat16* yv = reinterpret_cast<const __nv_bfloat16*>(&raw[j]);
 #pragma unroll
@@ -403,7 +409,16 @@ cudaError_t launch_moe_route(const MoeRouteArgs& a, cudaStream_t s) {
   if (a.T == 0) return cudaSuccess;
   const int tpb = a.T < 1024 ? 1 : kRouteWarps;  // few tokens: one block each, all threads scoring
   const int64_t blocks = (a.T + tpb - 1) / tpb;
-  return moe_launch(moe_route_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kRouteWarps * 32), 0, s, a.pdl, a, tpb);
+  auto go = [&](auto kernel) {
+    return moe_launch(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kRouteWarps * 32), 0, s, a.pdl, a, tpb);
+  };
+  switch (a.kind) {
+    case MoeRouterKind::kV4Scored: return go(moe_route_kernel<MoeRouterKind::kV4Scored>);
+    case MoeRouterKind::kV4Hash: return go(moe_route_kernel<MoeRouterKind::kV4Hash>);
+    case MoeRouterKind::kV3Grouped: return go(moe_route_kernel<MoeRouterKind::kV3Grouped>);
+    case MoeRouterKind::kSoftmax: return go(moe_route_kernel<MoeRouterKind::kSoftmax>);
+  }
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t launch_moe_dispatch(const MoeDispatchArgs& a, cudaStream_t s) {
@@ -428,7 +443,8 @@ cudaError_t launch_moe_combine(const MoeCombineArgs& a, cudaStream_t s) {
   const int64_t total = a.T * (a.H / 8);
   if (total == 0) return cudaSuccess;
   const int64_t blocks = std::min<int64_t>((total + 255) / 256, 132 * 16);
-  return moe_launch(moe_combine_kernel, dim3(static_cast<unsigned>(blocks)), dim3(256), 0, s, a.pdl, a);
+  if (a.k <= 8) return moe_launch(moe_combine_kernel<8>, dim3(static_cast<unsigned>(blocks)), dim3(256), 0, s, a.pdl, a);
+  return moe_launch(moe_combine_kernel<kMaxTopK>, dim3(static_cast<unsigned>(blocks)), dim3(256), 0, s, a.pdl, a);
 }
 
 }  // namespace fp4moe::cuda
