@@ -9,7 +9,10 @@
 //     from the host (that API needs them there), computed before timing: this favours it;
 //   - the FP4 weight-read floor: the FP4 code + scale bytes of the experts actually touched
 //     (plus the shared expert) divided by the bandwidth of a plain streaming-read kernel
-//     over 1 GiB, measured in the same run.
+//     over 1 GiB, measured in the same run;
+//   - a plain read of the touched bytes: the same streaming-read kernel over exactly the
+//     floor's bytes (up to 512 MB; the offset moves every call, so nothing is read from L2):
+//     what the hardware gives for reads of that size alone, with no routing or arithmetic.
 // Routing is realistic random: normal logits, V4 scored router, no bias; 8 different logit
 // sets are rotated so that consecutive calls touch different experts (weights are not found
 // in L2). CUDA events around back-to-back calls after a warm-up, median of 7.
@@ -85,6 +88,7 @@ struct Row {
   std::string model;
   int64_t T;
   double fp4_us, graph_us, cublas_us, floor_us, touched, rel_l2;
+  double plain_us;  // plain read of floor_bytes (0: not measured, floor_bytes > 512 MB)
   int64_t floor_bytes;
   int mtiles;
 };
@@ -121,13 +125,25 @@ int run_bench(int argc, char** argv) {
   DeviceBuffer sink(1 << 16);
   const int roof_blocks = prop.multiProcessorCount * 8;
   double read_tbps = 0;
+  const int64_t read_buf_bytes = 1ll << 30;
+  DeviceBuffer read_buf(read_buf_bytes);  // also for the plain reads of each row's bytes
   {
-    const int64_t bytes = 1ll << 30;
-    DeviceBuffer buf(bytes);
-    cudaMemset(buf.get(), 1, bytes);
-    auto fn = [&](int) { read_roof_kernel<<<roof_blocks, 512>>>(buf.get<uint4>(), bytes / 16, sink.get<unsigned>()); };
-    read_tbps = bytes / (time_us(fn, 10) * 1e-6) / 1e12;
+    cudaMemset(read_buf.get(), 1, read_buf_bytes);
+    auto fn = [&](int) { read_roof_kernel<<<roof_blocks, 512>>>(read_buf.get<uint4>(), read_buf_bytes / 16, sink.get<unsigned>()); };
+    read_tbps = read_buf_bytes / (time_us(fn, 10) * 1e-6) / 1e12;
   }
+  // A plain read of `bytes` (<= 512 MB): call i reads at its own offset, so no call finds
+  // the previous one's bytes in L2.
+  auto plain_read_us = [&](int64_t bytes) -> double {
+    const int64_t n = bytes / 256 * 256;
+    if (n <= 0 || n > read_buf_bytes / 2) return 0.0;
+    const int64_t step = (n / (1 << 20) + 2) << 20, span = read_buf_bytes - n;
+    auto fn = [&](int i) {
+      const int64_t off = (static_cast<int64_t>(i) * step) % span / 256 * 256;
+      read_roof_kernel<<<roof_blocks, 512>>>(read_buf.get<uint4>() + off / 16, n / 16, sink.get<unsigned>());
+    };
+    return time_us(fn, iters_for(fn, 3000.0, 100.0));
+  };
   std::printf("# GPU: %s (%d SMs), 1 GiB streaming read %.2f TB/s\n", prop.name, prop.multiProcessorCount, read_tbps);
   const int64_t tmax = *std::max_element(ts.begin(), ts.end());
 
@@ -204,6 +220,7 @@ int run_bench(int argc, char** argv) {
       }
       const int64_t floor_bytes = static_cast<int64_t>(touched * L.slot_stream_bytes());
       const double floor_us = floor_bytes / (read_tbps * 1e12) * 1e6;
+      const double plain_us = plain_read_us(floor_bytes);
       auto fp4_fn = [&](int i) {
         moe_forward(L, x.get<__nv_bfloat16>(), T, logits[static_cast<size_t>(i % kSets)].get<float>(), nullptr, nullptr,
                     out.get<__nv_bfloat16>(), ws, nullptr);
@@ -230,7 +247,7 @@ int run_bench(int argc, char** argv) {
       for (cudaGraphExec_t e : execs) cudaGraphExecDestroy(e);
       if (!baseline) {
         const int mt1 = moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
-        rows.push_back(Row{M.name, T, fp4_us, graph_us, 0.0, floor_us, touched, -1.0, floor_bytes, mt1});
+        rows.push_back(Row{M.name, T, fp4_us, graph_us, 0.0, floor_us, touched, -1.0, plain_us, floor_bytes, mt1});
         std::fprintf(stderr, "%s T=%lld: fp4moe %.1f us (graph %.1f us), floor %.1f us\n", M.name, static_cast<long long>(T), fp4_us,
                      graph_us, floor_us);
         continue;
@@ -321,18 +338,18 @@ int run_bench(int argc, char** argv) {
       const int mt = moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
       // With aliased bf16 copies the baseline computes other experts' products: no comparison.
       const double rl2 = ncopies < L.slots ? -1.0 : std::sqrt(num / std::max(den, 1e-30));
-      rows.push_back(Row{M.name, T, fp4_us, graph_us, cub_us, floor_us, touched, rl2, floor_bytes, mt});
+      rows.push_back(Row{M.name, T, fp4_us, graph_us, cub_us, floor_us, touched, rl2, plain_us, floor_bytes, mt});
       std::fprintf(stderr, "%s T=%lld: fp4moe %.1f us (graph %.1f us), cuBLAS grouped %.1f us, floor %.1f us (%.1f experts), rel_l2 %.2e\n",
                    M.name, static_cast<long long>(T), fp4_us, graph_us, cub_us, floor_us, touched, rows.back().rel_l2);
     }
   }
-  std::printf("\n| model | T | fp4moe us | fp4moe graph us | cuBLAS bf16 grouped us | speedup | FP4 floor us | fp4moe / floor | graph / floor | experts touched | FP4 TB/s (graph) | rel L2 vs baseline | token tiles |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("\n| model | T | fp4moe us | fp4moe graph us | cuBLAS bf16 grouped us | speedup | FP4 floor us | fp4moe / floor | graph / floor | plain read of the floor's bytes us | plain read / floor | experts touched | FP4 TB/s (graph) | rel L2 vs baseline | token tiles |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Row& r : rows)
-    std::printf("| %s | %lld | %.1f | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.2fx | %.1f | %.2f | %.1e | %d |\n", r.model.c_str(),
+    std::printf("| %s | %lld | %.1f | %.1f | %.1f | %.2fx | %.1f | %.2fx | %.2fx | %.1f | %.2fx | %.1f | %.2f | %.1e | %d |\n", r.model.c_str(),
                 static_cast<long long>(r.T), r.fp4_us, r.graph_us, r.cublas_us, r.cublas_us / r.fp4_us, r.floor_us,
-                r.fp4_us / r.floor_us, r.graph_us / r.floor_us, r.touched, r.floor_bytes / (r.graph_us * 1e-6) / 1e12, r.rel_l2,
-                r.mtiles);
+                r.fp4_us / r.floor_us, r.graph_us / r.floor_us, r.plain_us, r.plain_us / r.floor_us, r.touched,
+                r.floor_bytes / (r.graph_us * 1e-6) / 1e12, r.rel_l2, r.mtiles);
   if (!json_path.empty()) {
     FILE* f = std::fopen(json_path.c_str(), "w");
     if (!f) return 1;
@@ -343,10 +360,10 @@ int run_bench(int argc, char** argv) {
       std::fprintf(f,
                    "  {\"model\": \"%s\", \"op\": \"moe layer\", \"T\": %lld, \"fp4moe_us\": %.3f, \"fp4moe_graph_us\": %.3f, \"cublas_grouped_bf16_us\": %.3f, "
                    "\"floor_us\": %.3f, \"floor_bytes\": %lld, \"experts_touched\": %.2f, \"speedup_vs_cublas\": %.3f, "
-                   "\"floor_ratio\": %.3f, \"rel_l2_vs_baseline\": %.3e, \"mtiles\": %d}%s\n",
+                   "\"floor_ratio\": %.3f, \"plain_read_us\": %.3f, \"rel_l2_vs_baseline\": %.3e, \"mtiles\": %d}%s\n",
                    r.model.c_str(), static_cast<long long>(r.T), r.fp4_us, r.graph_us, r.cublas_us, r.floor_us,
-                   static_cast<long long>(r.floor_bytes), r.touched, r.cublas_us / r.fp4_us, r.fp4_us / r.floor_us, r.rel_l2,
-                   r.mtiles, i + 1 < rows.size() ? "," : "");
+                   static_cast<long long>(r.floor_bytes), r.touched, r.cublas_us / r.fp4_us, r.fp4_us / r.floor_us, r.plain_us,
+                   r.rel_l2, r.mtiles, i + 1 < rows.size() ? "," : "");
     }
     std::fprintf(f, " ]}\n");
     std::fclose(f);
