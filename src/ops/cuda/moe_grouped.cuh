@@ -63,11 +63,11 @@ __global__ void __launch_bounds__(kThreads, 2) moe_grouped_kernel(const MoeGroup
   moe_pdl_trigger();
   const int64_t bid = blockIdx.x;
   const int rb = static_cast<int>(bid % row_blocks);
-  const int64_t tile = a.tile_off[a.slot_begin] + bid / row_blocks;
-  if (tile >= a.tile_off[a.slot_end]) return;  // uniform: past the last real tile
-  const int e = moe_tile_slot(a.tile_off, a.slot_begin, a.slot_end, tile);
-  const int64_t row0 = a.seg_off[e] + (tile - a.tile_off[e]) * kTok;
-  const int rows = static_cast<int>(min(static_cast<int64_t>(kTok), static_cast<int64_t>(a.seg_off[e + 1]) - row0));
+  MoeTileRef tr;
+  if (!moe_find_tile(a, bid / row_blocks, kTok, tr)) return;  // uniform: past the last real tile
+  const int e = tr.e;
+  const int64_t row0 = tr.row0;
+  const int rows = tr.rows;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, q = lane % 4;
@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kThreads, 2) moe_grouped_kernel(const MoeGroup
 
   if (threadIdx.x < kTok) {
     const int r = threadIdx.x;
-    src_row[r] = r < rows ? (a.sorted_tok ? static_cast<int64_t>(a.sorted_tok[row0 + r]) : row0 + r) : -1;
+    src_row[r] = r < rows ? moe_src_row(a, tr, r) : -1;
   }
   __syncthreads();
 

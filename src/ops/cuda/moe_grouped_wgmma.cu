@@ -45,11 +45,11 @@ __global__ void __launch_bounds__(wgmma::kThreads, 1) moe_wgmma_kernel(const Moe
   // wrote is visible, so there is no griddepcontrol.wait here.
   const int64_t bid = blockIdx.x;
   const int rb = static_cast<int>(bid % row_blocks);
-  const int64_t tile = a.tile_off[a.slot_begin] + bid / row_blocks;
-  if (tile >= a.tile_off[a.slot_end]) return;  // uniform: past the last real tile
-  const int e = moe_tile_slot(a.tile_off, a.slot_begin, a.slot_end, tile);
-  const int64_t row0 = a.seg_off[e] + (tile - a.tile_off[e]) * kBM;
-  const int rows = static_cast<int>(min(static_cast<int64_t>(kBM), static_cast<int64_t>(a.seg_off[e + 1]) - row0));
+  MoeTileRef tr;
+  if (!moe_find_tile(a, bid / row_blocks, kBM, tr)) return;  // uniform: past the last real tile
+  const int e = tr.e;
+  const int64_t row0 = tr.row0;
+  const int rows = tr.rows;
 
   // Slot s * 8 + w (warp w's strip s) = rows 64 s + 16 (w % 4) of warpgroup w / 4's 128 rows.
   const int64_t strips = (a.n + kTileRows - 1) / kTileRows, istrips = a.inter / kTileRows;
@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(wgmma::kThreads, 1) moe_wgmma_kernel(const Moe
 #pragma unroll
   for (int i = 0; i < Tile::kXCopies; ++i) {
     const int r = threadIdx.x / 8 + 32 * i;
-    const int64_t src = r < rows ? (a.sorted_tok ? static_cast<int64_t>(a.sorted_tok[row0 + r]) : row0 + r) : -1;
+    const int64_t src = r < rows ? moe_src_row(a, tr, r) : -1;
     xrow[i] = src >= 0 ? a.x + src * a.k + (threadIdx.x % 8) * 8 : nullptr;
   }
   constexpr int kSvec = (NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile) / 16;

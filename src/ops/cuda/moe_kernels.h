@@ -126,6 +126,30 @@ struct MoeGroupedArgs {
   int sms = 0;                      // multiprocessors of the device (grid shape of the decode kernel)
   bool pdl = false;                 // programmatic dependent launch after the previous kernel of the stream
 };
+#ifdef __CUDACC__
+// The rows of grouped-GEMM tile t of a launch (t counts from the launch's first tile), tt
+// tokens per tile: its slot, its first position in the segment order (h / y rows) and its row
+// count, from the dispatch's offsets (read through L2: an earlier kernel wrote them). false:
+// past the last real tile (uniform per CTA).
+struct MoeTileRef {
+  int e;
+  int64_t row0;
+  int rows;
+};
+__device__ __forceinline__ bool moe_find_tile(const MoeGroupedArgs& a, int64_t t, int tt, MoeTileRef& r) {
+  const int64_t tile = __ldcg(a.tile_off + a.slot_begin) + t;
+  if (tile >= __ldcg(a.tile_off + a.slot_end)) return false;
+  r.e = moe_tile_slot(a.tile_off, a.slot_begin, a.slot_end, tile);
+  r.row0 = __ldcg(a.seg_off + r.e) + (tile - __ldcg(a.tile_off + r.e)) * tt;
+  r.rows = static_cast<int>(min(static_cast<int64_t>(tt), static_cast<int64_t>(__ldcg(a.seg_off + r.e + 1)) - r.row0));
+  return true;
+}
+// The activation row (of a.x) behind row i of tile r: gate|up gathers tokens through
+// sorted_tok, down reads h in segment order.
+__device__ __forceinline__ int64_t moe_src_row(const MoeGroupedArgs& a, const MoeTileRef& r, int i) {
+  return a.sorted_tok ? static_cast<int64_t>(a.sorted_tok[r.row0 + i]) : r.row0 + i;
+}
+#endif
 // Tiles of at most 8 tokens (mtiles == 1) run the weight-streaming kernel (moe_stream.cuh),
 // which stages the tile's rows for all of k: it needs tile_tokens * (k + 8) * 2 bytes of
 // shared memory, at most the 227 KB one CTA may have.

@@ -287,9 +287,24 @@ __global__ void __launch_bounds__(256) moe_count_kernel(const MoeDispatchArgs a)
     a.chunk_counts[static_cast<int64_t>(blockIdx.x) * a.slots + e] = hist[e];
 }
 
+using OffsetScan = cub::BlockScan<int, kMoeMaxSlots>;
+// Thread e (of kMoeMaxSlots) holds slot e's pair count `run`: writes the segment and tile
+// offsets (exclusive scans of the counts and of the tiles they fill) and their totals, and
+// returns slot e's segment offset.
+__device__ __forceinline__ int scan_offsets(const MoeDispatchArgs& a, OffsetScan::TempStorage& tmp, int e, int run) {
+  const int tt = e == a.shared_slot ? a.shared_tile_tokens : a.tile_tokens;
+  const int tiles = (run + tt - 1) / tt;
+  int seg, tile, seg_total, tile_total;
+  OffsetScan(tmp).ExclusiveSum(run, seg, seg_total);
+  __syncthreads();
+  OffsetScan(tmp).ExclusiveSum(tiles, tile, tile_total);
+  if (e < a.slots) a.seg_off[e] = seg, a.tile_off[e] = tile;
+  if (e == 0) a.seg_off[a.slots] = seg_total, a.tile_off[a.slots] = tile_total;
+  return seg;
+}
+
 __global__ void __launch_bounds__(kMoeMaxSlots) moe_scan_kernel(const MoeDispatchArgs a, int64_t nchunks) {
-  using Scan = cub::BlockScan<int, kMoeMaxSlots>;
-  __shared__ typename Scan::TempStorage tmp;
+  __shared__ OffsetScan::TempStorage tmp;
   moe_pdl_wait();
   moe_pdl_trigger();
   const int e = threadIdx.x;
@@ -302,14 +317,7 @@ __global__ void __launch_bounds__(kMoeMaxSlots) moe_scan_kernel(const MoeDispatc
       run += v;
     }
   }
-  const int tt = e == a.shared_slot ? a.shared_tile_tokens : a.tile_tokens;
-  const int tiles = (run + tt - 1) / tt;
-  int seg, tile, seg_total, tile_total;
-  Scan(tmp).ExclusiveSum(run, seg, seg_total);
-  __syncthreads();
-  Scan(tmp).ExclusiveSum(tiles, tile, tile_total);
-  if (e < a.slots) a.seg_off[e] = seg, a.tile_off[e] = tile;
-  if (e == 0) a.seg_off[a.slots] = seg_total, a.tile_off[a.slots] = tile_total;
+  scan_offsets(a, tmp, e, run);
 }
 
 __global__ void __launch_bounds__(32) moe_scatter_kernel(const MoeDispatchArgs a) {
@@ -328,8 +336,7 @@ __global__ void __launch_bounds__(32) moe_scatter_kernel(const MoeDispatchArgs a
 // Decode-sized dispatch (one chunk): histogram, scan and ordered scatter in one block, the
 // same positions as the three kernels above, two launches fewer.
 __global__ void __launch_bounds__(kMoeMaxSlots) moe_dispatch_one_kernel(const MoeDispatchArgs a) {
-  using Scan = cub::BlockScan<int, kMoeMaxSlots>;
-  __shared__ typename Scan::TempStorage tmp;
+  __shared__ OffsetScan::TempStorage tmp;
   __shared__ int hist[kMoeMaxSlots];
   moe_pdl_wait();
   moe_pdl_trigger();
@@ -342,15 +349,8 @@ __global__ void __launch_bounds__(kMoeMaxSlots) moe_dispatch_one_kernel(const Mo
     if (sl >= 0) atomicAdd(&hist[sl], 1);
   }
   __syncthreads();
-  const int run = e < a.slots ? hist[e] : 0;
-  const int tt = e == a.shared_slot ? a.shared_tile_tokens : a.tile_tokens;
-  const int tiles = (run + tt - 1) / tt;
-  int seg, tile, seg_total, tile_total;
-  Scan(tmp).ExclusiveSum(run, seg, seg_total);
-  __syncthreads();
-  Scan(tmp).ExclusiveSum(tiles, tile, tile_total);
-  if (e < a.slots) a.seg_off[e] = seg, a.tile_off[e] = tile, hist[e] = seg;
-  if (e == 0) a.seg_off[a.slots] = seg_total, a.tile_off[a.slots] = tile_total;
+  const int seg = scan_offsets(a, tmp, e, e < a.slots ? hist[e] : 0);
+  if (e < a.slots) hist[e] = seg;
   __syncthreads();
   if (threadIdx.x >= 32) return;
   ordered_scatter(a, 0, P, hist, threadIdx.x);

@@ -4,7 +4,7 @@
 //     and the matching up strip, 2 x 16 weight rows sharing each activation fragment, so the
 //     SwiGLU epilogue is warp-local); down: 2 strips (32 output rows).
 //   - A CTA = W warps (W = 4, 2 or 1, chosen on the host from the grid size) = W items of ONE tile;
-//     the tile is found from blockIdx as in moe_grouped.cuh, and its activation rows (at most
+//     the tile is found from blockIdx (moe_find_tile), and its activation rows (at most
 //     tile_tokens <= 8, the dispatch's tile size) are staged ONCE into shared memory for all
 //     of k (tile_tokens x (K + 8) bf16), then one __syncthreads, then each warp streams on
 //     its own: a ring of 2 register chunks of 4 k-tiles x 2 strips (up to 9.2 KB of weights
@@ -106,14 +106,14 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     moe_pdl_trigger();
   }
   const int64_t bid = blockIdx.x;
-  const int64_t tile = __ldcg(a.tile_off + a.slot_begin) + bid / groups_per_tile;
-  if (tile >= __ldcg(a.tile_off + a.slot_end)) {
+  MoeTileRef tr;
+  if (!moe_find_tile(a, bid / groups_per_tile, tt, tr)) {
     if constexpr (!GATEUP) moe_pdl_trigger();
     return;  // uniform: past the last real tile
   }
-  const int e = moe_tile_slot(a.tile_off, a.slot_begin, a.slot_end, tile);
-  const int64_t row0 = __ldcg(a.seg_off + e) + (tile - __ldcg(a.tile_off + e)) * tt;
-  const int rows = static_cast<int>(min(static_cast<int64_t>(tt), static_cast<int64_t>(__ldcg(a.seg_off + e + 1)) - row0));
+  const int e = tr.e;
+  const int64_t row0 = tr.row0;
+  const int rows = tr.rows;
 
   const int64_t strips = (a.n + kTileRows - 1) / kTileRows;
   const int64_t n_items = GATEUP ? a.inter / kTileRows : (strips + 1) / 2;
@@ -173,8 +173,7 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   // Stage the tile's activation rows for all of k.
   const int vec_per_row = static_cast<int>(K / 8);
   for (int r = 0; r < rows; ++r) {
-    const int64_t src = GATEUP ? static_cast<int64_t>(a.sorted_tok[row0 + r]) : row0 + r;
-    const __nv_bfloat16* xr = a.x + src * K;
+    const __nv_bfloat16* xr = a.x + moe_src_row(a, tr, r) * K;
     for (int v = threadIdx.x; v < vec_per_row; v += blockDim.x) cp_async16(xs + r * pitch + v * 8, xr + v * 8, true);
   }
   cp_async_commit();
