@@ -21,12 +21,6 @@ int64_t scale_bytes(MatrixFormat f, int64_t rows, int64_t cols) {
   return ((rows + 15) / 16) * ((cols + 63) / 64) * (f == MatrixFormat::kNVFP4 ? kNvScaleBytesPerTile : kMxScaleBytesPerTile);
 }
 
-int device_sms() {
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return 0;
-  return n;
-}
-
 MoeRouterKind device_kind(cpu::RouterKind k) {
   switch (k) {
     case cpu::RouterKind::kV4Scored: return MoeRouterKind::kV4Scored;
@@ -318,7 +312,7 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   gu.y = ws.h.get<__nv_bfloat16>();
   gu.seg_off = ws.seg_off.get<int32_t>();
   gu.tile_off = ws.tile_off.get<int32_t>();
-  gu.sms = device_sms();
+  gu.sms = device_sm_count();  // cached (cuda_check.h)
   MoeGroupedArgs dn = gu;
   dn.codes = L.dn_codes.get<uint8_t>();
   dn.scales = L.dn_scales.get<uint8_t>();
