@@ -18,9 +18,11 @@
 // in L2). CUDA events around back-to-back calls after a warm-up, median of 7.
 // Memory: for V4-Pro the bf16 experts would take 51 GB; the baseline keeps at most 24 GB of
 // distinct bf16 experts and expert e uses copy e mod n (a 132 MB expert never stays in L2).
-// Output: a markdown table on stdout, one JSON object per row (--json FILE).
-// Usage: bench_moe [--json FILE] [--t LIST] [--models flash,pro] [--no-baseline]
-// (--no-baseline: fp4moe alone, eager and graph, e.g. under a profiler)
+// Output: a markdown table on stdout, one JSON object per row (--json FILE); token tiles 0: the
+// call ran the single-token kernel (moe_single_token.cu), no tiles.
+// Usage: bench_moe [--json FILE] [--t LIST] [--models flash,pro] [--no-baseline] [--grouped]
+// (--no-baseline: fp4moe alone, eager and graph, e.g. under a profiler; --grouped: one-token
+// calls on the grouped path instead of the single-token kernel, for comparison)
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 
@@ -100,9 +102,11 @@ int run_bench(int argc, char** argv) {
   std::vector<int64_t> ts = {1, 8, 32, 64, 128, 512, 4096};
   std::string models = "flash,pro";
   bool baseline = true;
+  MoeOptions opt;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--no-baseline") baseline = false;
+    else if (a == "--grouped") opt.single_token = false;
     else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
     else if (a == "--models" && i + 1 < argc) models = argv[++i];
     else if (a == "--t" && i + 1 < argc) {
@@ -114,7 +118,7 @@ int run_bench(int argc, char** argv) {
         pos = c == std::string::npos ? l.size() : c + 1;
       }
     } else {
-      std::fprintf(stderr, "usage: bench_moe [--json FILE] [--t 1,8,64] [--models flash,pro] [--no-baseline]\n");
+      std::fprintf(stderr, "usage: bench_moe [--json FILE] [--t 1,8,64] [--models flash,pro] [--no-baseline] [--grouped]\n");
       return 2;
     }
   }
@@ -223,7 +227,7 @@ int run_bench(int argc, char** argv) {
       const double plain_us = plain_read_us(floor_bytes);
       auto fp4_fn = [&](int i) {
         moe_forward(L, x.get<__nv_bfloat16>(), T, logits[static_cast<size_t>(i % kSets)].get<float>(), nullptr, nullptr,
-                    out.get<__nv_bfloat16>(), ws, nullptr);
+                    out.get<__nv_bfloat16>(), ws, nullptr, opt);
       };
       const double fp4_us = time_us(fp4_fn, iters_for(fp4_fn, 3000.0, 100.0));
       // The same calls replayed from CUDA graphs (one per routing set): launch overhead off.
@@ -235,7 +239,7 @@ int run_bench(int argc, char** argv) {
           cudaGraph_t g;
           check_cuda(cudaStreamBeginCapture(cs, cudaStreamCaptureModeGlobal), "capture");
           moe_forward(L, x.get<__nv_bfloat16>(), T, logits[static_cast<size_t>(si)].get<float>(), nullptr, nullptr,
-                      out.get<__nv_bfloat16>(), ws, cs);
+                      out.get<__nv_bfloat16>(), ws, cs, opt);
           check_cuda(cudaStreamEndCapture(cs, &g), "capture");
           check_cuda(cudaGraphInstantiate(&execs[static_cast<size_t>(si)], g, 0), "instantiate");
           cudaGraphDestroy(g);
@@ -246,7 +250,7 @@ int run_bench(int argc, char** argv) {
       const double graph_us = time_us(graph_fn, iters_for(graph_fn, 3000.0, 100.0));
       for (cudaGraphExec_t e : execs) cudaGraphExecDestroy(e);
       if (!baseline) {
-        const int mt1 = moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
+        const int mt1 = T == 1 && opt.single_token ? 0 : moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
         rows.push_back(Row{M.name, T, fp4_us, graph_us, 0.0, floor_us, touched, -1.0, plain_us, floor_bytes, mt1});
         std::fprintf(stderr, "%s T=%lld: fp4moe %.1f us (graph %.1f us), floor %.1f us\n", M.name, static_cast<long long>(T), fp4_us,
                      graph_us, floor_us);
@@ -335,7 +339,7 @@ int run_bench(int argc, char** argv) {
         num += (u - v) * (u - v);
         den += v * v;
       }
-      const int mt = moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
+      const int mt = T == 1 && opt.single_token ? 0 : moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
       // With aliased bf16 copies the baseline computes other experts' products: no comparison.
       const double rl2 = ncopies < L.slots ? -1.0 : std::sqrt(num / std::max(den, 1e-30));
       rows.push_back(Row{M.name, T, fp4_us, graph_us, cub_us, floor_us, touched, rl2, plain_us, floor_bytes, mt});

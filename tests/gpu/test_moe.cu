@@ -8,8 +8,9 @@
 //   Determinism: batch invariance, run-to-run and graph-replay equality are BITWISE.
 // Covered: T in {0, 1, 2, 7, 64, 1000, 8192}; NVFP4 and MXFP4; the V4 scored and hash, V3
 // grouped and softmax routers; experts with zero tokens; all tokens on one expert; an expert
-// map with absent experts; pinned token tiles; padded graph rows with stale ids; and (Large,
-// outside the sanitizer) T x hidden > 2^31.
+// map with absent experts; pinned token tiles; padded graph rows with stale ids; the
+// single-token kernel against the grouped path; and (Large, outside the sanitizer)
+// T x hidden > 2^31.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -295,6 +296,101 @@ TEST(MoeGraph, ReplayEqualsEagerWithPaddedRows) {
       const auto e = test::from_device(out_eager, static_cast<size_t>(nv * H), false);
       ASSERT_EQ(0, std::memcmp(g.data(), e.data(), e.size() * 4)) << "replay differs from eager";
       for (int64_t i = nv * H; i < T * H; ++i) ASSERT_EQ(g[static_cast<size_t>(i)], 0.0f) << "padded row " << i / H;
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+}
+
+// ---- one token: the single persistent kernel against the grouped path ---------------------
+// The single-token kernel (moe_single_token.cu) must give the grouped path's bits (memcmp),
+// in both of its shapes (one-strip units; strip pairs when the layer has more gate|up strips
+// than 16 warps per SM: inter 4096), over many routings: ties, hash routing with repeated experts and stale token ids, absent
+// experts (some calls route every pair away), no shared expert, MXFP4; back to back on one
+// workspace (its counters must reset themselves); for a padding token (n_valid = 0: zero
+// output); and replayed from a CUDA graph with new inputs.
+TEST(MoeSingleToken, SameBitsAsGroupedPath) {
+  FP4MOE_REQUIRE_GPU();
+  test::SeededRng R;
+  for (int variant = 0; variant < 6; ++variant) {
+    MoeCase c;
+    c.router = v4_router(32, 6);
+    c.hidden = 512;
+    c.inter = 256;
+    switch (variant) {
+      case 1:  // 4 of 8 experts per token from a table: repeated experts are common
+        c.router.kind = cpu::RouterKind::kV4Hash, c.router.vocab = 50, c.router.n_experts = 8, c.router.top_k = 4;
+        break;
+      case 2:
+        c.router.kind = cpu::RouterKind::kSoftmax, c.router.n_experts = 8, c.router.top_k = 2;
+        c.format = MatrixFormat::kMXFP4, c.shared = false, c.bias = false, c.hidden = 320, c.inter = 192;
+        break;
+      case 3:  // 11 local experts of 32
+        c.router.top_k = 4, c.n_local = 11;
+        for (int g = 0; g < 32; ++g) c.map.push_back(g % 3 == 0 ? g / 3 : -1);
+        break;
+      case 4:  // 2 local experts of 32 and no shared expert: most calls route every pair away
+        c.router.top_k = 2, c.n_local = 2, c.shared = false;
+        for (int g = 0; g < 32; ++g) c.map.push_back(g < 2 ? g : -1);
+        break;
+      case 5:  // 7 x 512 gate|up strips: more than 16 warps per SM, so strip-pair units
+        c.hidden = 128, c.inter = 4096;
+        break;
+    }
+    SCOPED_TRACE("variant " + std::to_string(variant));
+    MoeFixture f(c, R.rng);
+    const int64_t H = c.hidden, E = c.router.n_experts;
+    cuda::MoeWorkspace ws1 = cuda::MoeWorkspace::create(*f.dev, 1), wsg = cuda::MoeWorkspace::create(*f.dev, 1);
+    cuda::DeviceBuffer x(H * 2), logits(E * 4), tok(4), nvalid(4), out1(H * 2), outg(H * 2);
+    cuda::Stream s;
+    const auto lrows = random_logits(R.rng, 20, static_cast<int>(E));  // rows 1, 3, 6, ...: ties
+    auto fill = [&](int call) {
+      test::upload_bf16(x, test::random_bf16(R.rng, H));
+      logits.upload(lrows.data() + (call % 20) * E, E * 4);
+      int32_t t = random_tokens(R.rng, 1, 50)[0];
+      if (call % 4 == 3) t = call % 8 == 3 ? -5 : (1 << 30);  // stale: the hash router drops the token's routes
+      tok.upload(&t, 4);
+      const int32_t nv = call % 6 == 5 ? 0 : 1;
+      nvalid.upload(&nv, 4);
+      cuda::check_cuda(cudaDeviceSynchronize(), "fill");
+      test::poison(out1);
+      test::poison(outg);
+      return nv;
+    };
+    auto fwd = [&](cuda::DeviceBuffer& o, cuda::MoeWorkspace& w, bool single) {
+      cuda::MoeOptions opt;
+      opt.single_token = single;
+      cuda::moe_forward(*f.dev, x.get<__nv_bfloat16>(), 1, logits.get<float>(), tok.get<int32_t>(), nvalid.get<int32_t>(),
+                        o.get<__nv_bfloat16>(), w, s.get(), opt);
+    };
+    auto compare = [&](int32_t nv, const char* what) {
+      s.sync();
+      const auto a = test::from_device(out1, static_cast<size_t>(H), false);
+      const auto b = test::from_device(outg, static_cast<size_t>(H), false);
+      ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << what << ": differs from the grouped path";
+      EXPECT_EQ(test::count_non_finite(a.data(), H), 0) << what;
+      if (nv == 0)
+        for (float v : a) ASSERT_EQ(v, 0.0f) << what << ": padding token";
+    };
+    for (int call = 0; call < 24; ++call) {  // back to back on the same workspaces
+      SCOPED_TRACE("call " + std::to_string(call));
+      const int32_t nv = fill(call);
+      fwd(out1, ws1, true);
+      fwd(outg, wsg, false);
+      compare(nv, "eager");
+    }
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    cuda::check_cuda(cudaStreamBeginCapture(s.get(), cudaStreamCaptureModeGlobal), "begin capture");
+    fwd(out1, ws1, true);
+    cuda::check_cuda(cudaStreamEndCapture(s.get(), &graph), "end capture");
+    cuda::check_cuda(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    for (int call = 0; call < 8; ++call) {
+      SCOPED_TRACE("replay " + std::to_string(call));
+      const int32_t nv = fill(call + 2);
+      cuda::check_cuda(cudaGraphLaunch(exec, s.get()), "graph launch");
+      fwd(outg, wsg, false);
+      compare(nv, "graph replay");
     }
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);

@@ -205,6 +205,9 @@ MoeWorkspace MoeWorkspace::create(const MoeLayer& L, int64_t max_tokens) {
   ws.pair_pos = buf(P * 4, "MoE dispatch");
   ws.h = buf(P * L.spec.inter * 2, "MoE intermediate");
   ws.y = buf(P * L.spec.hidden * 2, "MoE expert outputs");
+  ws.sync = buf(moe_single_sync_ints(L.spec.hidden, L.spec.inter) * 4, "MoE counters");
+  ws.gu_part = buf((k + 1) * 2 * L.spec.inter * 2, "MoE gate|up halves");
+  check_cuda(cudaMemset(ws.sync.get(), 0, ws.sync.bytes()), w + ": memset");
   check_cuda(cudaStreamCreateWithFlags(&ws.side, cudaStreamNonBlocking), w + ": side stream");
   check_cuda(cudaEventCreateWithFlags(&ws.fork, cudaEventDisableTiming), w + ": event");
   check_cuda(cudaEventCreateWithFlags(&ws.join, cudaEventDisableTiming), w + ": event");
@@ -215,6 +218,7 @@ MoeWorkspace::MoeWorkspace(MoeWorkspace&& o) noexcept
     : max_tokens(o.max_tokens), ids(std::move(o.ids)), weights(std::move(o.weights)),
       chunk_counts(std::move(o.chunk_counts)), seg_off(std::move(o.seg_off)), tile_off(std::move(o.tile_off)),
       sorted_tok(std::move(o.sorted_tok)), pair_pos(std::move(o.pair_pos)), h(std::move(o.h)), y(std::move(o.y)),
+      sync(std::move(o.sync)), gu_part(std::move(o.gu_part)),
       side(std::exchange(o.side, nullptr)), fork(std::exchange(o.fork, nullptr)), join(std::exchange(o.join, nullptr)) {}
 
 MoeWorkspace::~MoeWorkspace() {
@@ -283,6 +287,48 @@ void moe_dispatch(const MoeLayer& L, int64_t T, const int32_t* n_valid, MoeWorks
   check_cuda(launch_moe_dispatch(a, s), w);
 }
 
+namespace {
+// A one-token call after its router: the single persistent kernel (moe_single_token.cu).
+void forward_single_token(const MoeLayer& L, const __nv_bfloat16* x, const int32_t* n_valid, __nv_bfloat16* out,
+                          MoeWorkspace& ws, cudaStream_t s, const std::string& w) {
+  const MoeSpec& sp = L.spec;
+  const int64_t k = sp.router.top_k;
+  MoeSingleArgs a;
+  a.nvfp4 = sp.format == MatrixFormat::kNVFP4;
+  a.gu_codes = L.gu_codes.get<uint8_t>();
+  a.gu_scales = L.gu_scales.get<uint8_t>();
+  a.dn_codes = L.dn_codes.get<uint8_t>();
+  a.dn_scales = L.dn_scales.get<uint8_t>();
+  a.gu_code_stride = L.gu_code_stride;
+  a.gu_scale_stride = L.gu_scale_stride;
+  a.dn_code_stride = L.dn_code_stride;
+  a.dn_scale_stride = L.dn_scale_stride;
+  a.gu_ktiles = L.gu_ktiles;
+  a.dn_ktiles = L.dn_ktiles;
+  a.gu_gscale = L.gu_gscale.get<float>();
+  a.dn_gscale = L.dn_gscale.get<float>();
+  a.hidden = sp.hidden;
+  a.inter = sp.inter;
+  a.swiglu_limit = sp.swiglu_limit;
+  a.x = x;
+  a.ids = ws.ids.get<int32_t>();
+  a.weights = ws.weights.get<float>();
+  a.k = static_cast<int>(k);
+  a.expert_map = L.expert_map.get<int32_t>();
+  a.n_global = sp.router.n_experts;
+  a.shared_slot = sp.has_shared ? sp.n_local : -1;
+  a.n_valid = n_valid;
+  a.gu_part = ws.gu_part.get<__nv_bfloat16>();
+  a.h = ws.h.get<__nv_bfloat16>();
+  a.y = ws.y.get<__nv_bfloat16>();
+  a.out = out;
+  a.sync = ws.sync.get<int32_t>();
+  a.sms = device_sm_count();
+  a.pdl = true;  // after the router, which lets it start at once
+  check_cuda(launch_moe_single(a, s), w + " (single-token kernel)");
+}
+}  // namespace
+
 void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const float* logits, const int32_t* token_ids,
                  const int32_t* n_valid, __nv_bfloat16* out, MoeWorkspace& ws, cudaStream_t s, const MoeOptions& opt) {
   const std::string w = where(L.spec) + ": forward " + std::to_string(T) + " tokens";
@@ -290,10 +336,14 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   if (T == 0) return;
   if (!x || !out) throw std::invalid_argument(w + ": null input or output");
   moe_route(L, logits, T, token_ids, n_valid, ws, s);
-  moe_dispatch(L, T, n_valid, ws, s, opt);
-  const Plan p = plan_for(L, T, opt);
   const MoeSpec& sp = L.spec;
   const int64_t k = sp.router.top_k;
+  if (T == 1 && opt.single_token && !opt.mtiles && moe_single_smem_bytes(sp.hidden, sp.inter) <= kMoeStreamMaxSmem) {
+    forward_single_token(L, x, n_valid, out, ws, s, w);
+    return;
+  }
+  moe_dispatch(L, T, n_valid, ws, s, opt);
+  const Plan p = plan_for(L, T, opt);
 
   MoeGroupedArgs gu;
   gu.nvfp4 = sp.format == MatrixFormat::kNVFP4;

@@ -1,7 +1,8 @@
 // The CUDA MoE layer: device routing (DeepSeek-V4 scored and hash, DeepSeek-V3 grouped,
 // softmax top-k), dispatch with no host synchronization, grouped FP4 GEMMs (NVFP4 or MXFP4
 // experts; gate|up with the clamped SwiGLU and each part's own global scale in the epilogue;
-// down), the shared expert in the same call, and a combine in a fixed order. CPU reference:
+// down), the shared expert in the same call, and a combine in a fixed order; a one-token call
+// runs everything after the router in one persistent kernel (the same bits). CPU reference:
 // fp4moe::cpu::moe_route and moe_forward (ops/cpu/moe_ref.h); moe_kernels.h shows the data flow.
 //
 // Usage:
@@ -75,6 +76,8 @@ struct MoeWorkspace {
   DeviceBuffer ids, weights;               // [T, k]
   DeviceBuffer chunk_counts, seg_off, tile_off, sorted_tok, pair_pos;
   DeviceBuffer h, y;                       // [P, I], [P, H] bf16
+  DeviceBuffer sync;                       // the single-token kernel's counters (zero between calls)
+  DeviceBuffer gu_part;                    // its gate and up halves [k + 1, 2I] bf16
   cudaStream_t side = nullptr;             // the shared expert's stream when it runs beside the routed ones
   cudaEvent_t fork = nullptr, join = nullptr;
   static MoeWorkspace create(const MoeLayer& L, int64_t max_tokens);
@@ -89,6 +92,9 @@ int moe_mtiles(int64_t pairs_per_slot);
 
 struct MoeOptions {
   std::optional<int> mtiles;  // pin the routed slots' token tiles (1, 2, 4, 8: tokens / 8; 16: the 128-token wgmma kernels)
+  // One-token calls run the single persistent kernel (moe_single_token.cu) when the layer
+  // fits it and no tile size is pinned; false: the grouped path (the same bits).
+  bool single_token = true;
 };
 
 // Routing only: ws.ids / ws.weights.

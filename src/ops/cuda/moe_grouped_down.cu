@@ -11,6 +11,7 @@ cudaError_t moe_prepare_down() { return moe_detail::prepare_grouped<false>(); }
 cudaError_t moe_prepare_kernels() {
   cudaError_t e = moe_prepare_gate_up();
   if (e == cudaSuccess) e = moe_prepare_down();
+  if (e == cudaSuccess) e = moe_prepare_single();
   return e != cudaSuccess ? e : moe_prepare_wgmma();
 }
 

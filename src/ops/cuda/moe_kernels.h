@@ -13,6 +13,8 @@
 //             in the epilogue -> h [P, I] in segment order
 //   down      grouped GEMM over the same segments -> y [P, H] in segment order
 //   combine   out[t] = rd(rd(sum_j y[pair_pos[t, j]] * w[t, j]) + y[shared pos of t])
+// One token (T = 1): route, then moe_single_token.cu does gate|up, down and the combine in one
+// persistent kernel, with the same bits and no dispatch.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -25,6 +27,7 @@ namespace fp4moe::cuda {
 enum class MoeRouterKind : uint8_t { kV4Scored, kV4Hash, kV3Grouped, kSoftmax };  // as cpu::RouterKind
 
 inline constexpr int kMoeMaxExperts = 512;     // router: 16 experts per lane of a warp
+inline constexpr int kMoeMaxTopK = 16;         // as cpu::validate_router
 inline constexpr int kMoeMaxSlots = 1024;      // dispatch: one thread per slot in the scan
 inline constexpr int kMoeDispatchChunk = 2048; // pairs per histogram chunk
 inline constexpr int kMoeWgmmaTiles = 16;       // mtiles value that selects the wgmma kernels
@@ -166,6 +169,39 @@ cudaError_t moe_prepare_down();
 // The many-tokens kernels (mtiles == kMoeWgmmaTiles), called by the two launchers above.
 cudaError_t launch_moe_wgmma(const MoeGroupedArgs& a, bool gate_up, cudaStream_t s);
 cudaError_t moe_prepare_wgmma();
+
+// One token after its router (moe_single_token.cu): every GEMM and the combine in one
+// persistent kernel, no dispatch. Pairs run in the order: shared expert, then the routed pairs
+// that map to a slot, in routing order (h and y rows in that order).
+struct MoeSingleArgs {
+  bool nvfp4 = true;
+  const uint8_t *gu_codes = nullptr, *gu_scales = nullptr, *dn_codes = nullptr, *dn_scales = nullptr;
+  int64_t gu_code_stride = 0, gu_scale_stride = 0, dn_code_stride = 0, dn_scale_stride = 0;
+  int64_t gu_ktiles = 0, dn_ktiles = 0;
+  const float* gu_gscale = nullptr;  // [S][2]
+  const float* dn_gscale = nullptr;  // [S]
+  int64_t hidden = 0, inter = 0;
+  float swiglu_limit = 0.0f;
+  const __nv_bfloat16* x = nullptr;  // [H]
+  const int32_t* ids = nullptr;      // [k] from the router
+  const float* weights = nullptr;    // [k]
+  int k = 0;
+  const int32_t* expert_map = nullptr;  // [n_global] -> slot or -1
+  int n_global = 0;
+  int shared_slot = -1;              // -1: no shared expert
+  const int32_t* n_valid = nullptr;  // device scalar or null: *n_valid == 0 makes the token padding
+  __nv_bfloat16* gu_part = nullptr;  // [k + 1, 2I]: gate and up halves before the SwiGLU
+  __nv_bfloat16* h = nullptr;        // [k + 1, I]
+  __nv_bfloat16* y = nullptr;        // [k + 1, H]
+  __nv_bfloat16* out = nullptr;      // [H]
+  int32_t* sync = nullptr;           // moe_single_sync_ints(H) counters, zero between calls
+  int sms = 0;                       // CTAs: one per multiprocessor
+  bool pdl = false;
+};
+int64_t moe_single_sync_ints(int64_t hidden, int64_t inter);
+int64_t moe_single_smem_bytes(int64_t hidden, int64_t inter);  // dynamic shared memory of one CTA
+cudaError_t launch_moe_single(const MoeSingleArgs& a, cudaStream_t s);
+cudaError_t moe_prepare_single();
 
 struct MoeCombineArgs {
   const __nv_bfloat16* y = nullptr;  // [P, H]

@@ -28,7 +28,7 @@ namespace {
 
 constexpr int kRouteWarps = 8;
 constexpr int kPerLane = kMoeMaxExperts / 32;
-constexpr int kMaxTopK = 16;  // as cpu::validate_router
+constexpr int kMaxTopK = kMoeMaxTopK;
 
 __device__ __forceinline__ float rd(float x, bool bf16) { return bf16 ? __bfloat162float(__float2bfloat16_rn(x)) : x; }
 __device__ __forceinline__ float nan_to_neg_inf(float v) { return isnan(v) ? -INFINITY : v; }

@@ -87,15 +87,152 @@ __device__ __forceinline__ void a_fragment_fast(const uint4& codes, const uint32
   a[3] = mul_half<kH>(r3, sw[kW + 1]);  // row g+8
 }
 
+// One warp's stream of NS weight strips (1 or 2) of one slot over all of k: a register ring
+// of R chunks of kStreamChunk k-tiles (16-byte evict-first loads), a chunk refilled as soon
+// as it is consumed; each k16 step reads its activation fragment by ldmatrix from shared
+// memory and runs one mma.sync per strip. start() issues the first chunks (so a caller may
+// wait for its activations afterwards), run() multiplies all of k.
+template <bool NV, int NS = 2, int R = kStreamRing>
+struct StripRing {
+  static constexpr int kC = kStreamChunk;
+  static constexpr int kSB = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
+  const uint8_t* pc[NS];  // the next chunk of each strip (immediate offsets inside a chunk)
+  const uint8_t* ps[NS];
+  int load_left;          // k-tiles not yet loaded
+  int todo;               // k-tiles not yet multiplied
+  uint4 cr[R][kC][NS];
+  uint2 sr[R][kC][NS];
+
+  // codes / scales: the slot's matrix; strips[i]: strip i's index; active == false loads nothing.
+  __device__ __forceinline__ void start(const uint8_t* codes, const uint8_t* scales, int64_t ktiles,
+                                        const int64_t (&strips)[NS], int lane, bool active) {
+#pragma unroll
+    for (int j = 0; j < NS; ++j) {
+      pc[j] = codes + strips[j] * ktiles * kTileCodeBytes + lane * 16;
+      ps[j] = scales + strips[j] * ktiles * kSB + (lane >> 2) * (kSB / 8);
+    }
+    load_left = active ? static_cast<int>(ktiles) : 0;
+    todo = static_cast<int>(ktiles);
+#pragma unroll
+    for (int r = 0; r < R; ++r) load_chunk(cr[r], sr[r]);
+  }
+
+  __device__ __forceinline__ void load_tile(const uint8_t* pcj, const uint8_t* psj, int i, uint4& c, uint2& s) {
+    c = __ldcs(reinterpret_cast<const uint4*>(pcj + i * kTileCodeBytes));
+    if constexpr (NV) {
+      s = __ldcs(reinterpret_cast<const uint2*>(psj + i * kSB));
+    } else {
+      s.x = __ldcs(reinterpret_cast<const uint32_t*>(psj + i * kSB));
+      s.y = 0;
+    }
+  }
+  __device__ __forceinline__ void load_chunk(uint4 (&c)[kC][NS], uint2 (&s)[kC][NS]) {
+#pragma unroll
+    for (int i = 0; i < kC; ++i) {
+      if (i < load_left) {
+#pragma unroll
+        for (int j = 0; j < NS; ++j) load_tile(pc[j], ps[j], i, c[i][j], s[i][j]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < NS; ++j) pc[j] += kC * kTileCodeBytes, ps[j] += kC * kSB;
+    load_left -= kC;
+  }
+
+  // xk: shared address of this lane's ldmatrix row at k = 0 (lanes 0..15: token lane % 8,
+  // k half (lane / 8) % 2). acc[j]: strip j, zero on entry.
+  __device__ __forceinline__ void run(unsigned xk, float (&acc)[NS][4]) {
+    auto compute_chunk = [&](const uint4 (&c)[kC][NS], const uint2 (&s)[kC][NS]) {
+#pragma unroll
+      for (int i = 0; i < kC; ++i) {
+        if (i >= todo) break;  // uniform; K is a multiple of 64, so every k16 step of a tile is real
+        uint32_t sw[NS][4];
+#pragma unroll
+        for (int j = 0; j < NS; ++j) tile_scales<NV>(s[i][j], sw[j]);
+        auto step = [&](auto jc) {
+          constexpr int J = decltype(jc)::value;
+          uint32_t b0, b1, af[4];
+          asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                       : "=r"(b0), "=r"(b1)
+                       : "r"(xk + i * kTileK * 2 + J * 32));
+#pragma unroll
+          for (int j = 0; j < NS; ++j) {
+            a_fragment_fast<NV, J>(c[i][j], sw[j], af);
+            mma_bf16(acc[j], af, b0, b1);
+          }
+        };
+        step(std::integral_constant<int, 0>{});
+        step(std::integral_constant<int, 1>{});
+        step(std::integral_constant<int, 2>{});
+        step(std::integral_constant<int, 3>{});
+      }
+      xk += kC * kTileK * 2;
+      todo -= kC;
+    };
+    while (todo > 0) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (todo > 0) {
+          compute_chunk(cr[r], sr[r]);
+          load_chunk(cr[r], sr[r]);
+        }
+      }
+    }
+  }
+};
+
+// The clamped SwiGLU of one intermediate column from its gate and up values (each already
+// rounded to bf16, as the linear's outputs): a = rd(rd(silu(min(g, L))) * clamp(u, -L, L)).
+__device__ __forceinline__ __nv_bfloat16 swiglu_value(float gr, float ur, float L) {
+  const float gv = fminf(gr, L);
+  const float uv = fminf(fmaxf(ur, -L), L);
+  const float silu = __bfloat162float(__float2bfloat16_rn(__fdiv_rn(gv, __fadd_rn(1.0f, expf(-gv)))));
+  return __float2bfloat16_rn(__fmul_rn(silu, uv));
+}
+
+// Epilogues of one strip pair (acc[h] and acc[2 + h]: rows g and g + 8 of the strip, token
+// 2q + h; tokens >= rows are not written). y points at the tile's first output row.
+// gate|up: acc0 the gate strip, acc1 the matching up strip of the 16 columns [col0, col0 + 16):
+// each half's own global factor, bf16 roundings as the linear's outputs, then the clamped SwiGLU.
+__device__ __forceinline__ void swiglu_store(const float (&acc0)[4], const float (&acc1)[4], float fg, float fu, float L,
+                                             int rows, int g, int q, __nv_bfloat16* y, int64_t ld, int64_t col0) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int tok = 2 * q + h;
+    if (tok >= rows) continue;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float gr = __bfloat162float(__float2bfloat16_rn(acc0[2 * r + h] * fg));
+      const float ur = __bfloat162float(__float2bfloat16_rn(acc1[2 * r + h] * fu));
+      y[tok * ld + col0 + g + 8 * r] = swiglu_value(gr, ur, L);
+    }
+  }
+}
+// down: strips s0 and s0 + 1 (has1 == false: s0 alone) of n output rows, factor f.
+__device__ __forceinline__ void down_store(const float (&acc0)[4], const float (&acc1)[4], float f, int rows, int g, int q,
+                                           __nv_bfloat16* y, int64_t n, int64_t s0, bool has1) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int tok = 2 * q + h;
+    if (tok >= rows) continue;
+    __nv_bfloat16* yr = y + tok * n;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t n0 = s0 * kTileRows + g + 8 * r, n1 = (s0 + 1) * kTileRows + g + 8 * r;
+      if (n0 < n) yr[n0] = __float2bfloat16_rn(acc0[2 * r + h] * f);
+      if (has1 && n1 < n) yr[n1] = __float2bfloat16_rn(acc1[2 * r + h] * f);
+    }
+  }
+}
+
 template <bool NV, bool GATEUP>
 __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     moe_stream_kernel(const MoeGroupedArgs a, int groups_per_tile) {
   extern __shared__ __align__(16) __nv_bfloat16 xs[];  // [tile_tokens][K + 8]
-  constexpr int kC = kStreamChunk;
   const int W = static_cast<int>(blockDim.x / 32);
   const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
   const int g = lane / 4, q = lane % 4;
-  const int64_t K = a.k, ktiles = a.ktiles;
+  const int64_t K = a.k;
   const int pitch = static_cast<int>(K) + 8;
   const int tt = a.tile_tokens;
 
@@ -129,42 +266,8 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     has1 = 2 * item + 1 < strips;
     s1 = has1 ? s0 + 1 : s0;  // odd strip count: the last item reads its strip twice, writes once
   }
-  constexpr int kSB = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
-  // Running pointers to the next chunk of each strip (immediate offsets inside a chunk).
-  const uint8_t* pc0 = a.codes + e * a.code_stride + s0 * ktiles * kTileCodeBytes + lane * 16;
-  const uint8_t* pc1 = a.codes + e * a.code_stride + s1 * ktiles * kTileCodeBytes + lane * 16;
-  const uint8_t* ps0 = a.scales + e * a.scale_stride + s0 * ktiles * kSB + (lane >> 2) * (kSB / 8);
-  const uint8_t* ps1 = a.scales + e * a.scale_stride + s1 * ktiles * kSB + (lane >> 2) * (kSB / 8);
-  int load_left = active ? static_cast<int>(ktiles) : 0;  // k-tiles not yet loaded
-
-  using Codes = uint4[kC][2];
-  using Scales = uint2[kC][2];
-  auto load_tile = [&](const uint8_t* pc, const uint8_t* ps, int i, uint4& c, uint2& s) {
-    c = __ldcs(reinterpret_cast<const uint4*>(pc + i * kTileCodeBytes));
-    if constexpr (NV) {
-      s = __ldcs(reinterpret_cast<const uint2*>(ps + i * kSB));
-    } else {
-      s.x = __ldcs(reinterpret_cast<const uint32_t*>(ps + i * kSB));
-      s.y = 0;
-    }
-  };
-  auto load_chunk = [&](Codes& c, Scales& s) {
-#pragma unroll
-    for (int i = 0; i < kC; ++i) {
-      if (i < load_left) {
-        load_tile(pc0, ps0, i, c[i][0], s[i][0]);
-        load_tile(pc1, ps1, i, c[i][1], s[i][1]);
-      }
-    }
-    pc0 += kC * kTileCodeBytes, pc1 += kC * kTileCodeBytes;
-    ps0 += kC * kSB, ps1 += kC * kSB;
-    load_left -= kC;
-  };
-
-  Codes cr[kStreamRing];
-  Scales sr[kStreamRing];
-#pragma unroll
-  for (int r = 0; r < kStreamRing; ++r) load_chunk(cr[r], sr[r]);
+  StripRing<NV> ring;
+  ring.start(a.codes + e * a.code_stride, a.scales + e * a.scale_stride, a.ktiles, {s0, s1}, lane, active);
   if constexpr (!GATEUP) {
     moe_pdl_wait();  // h (gate|up's output) is read below
     moe_pdl_trigger();
@@ -181,83 +284,17 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   __syncthreads();
   if (!active) return;
 
-  // ldmatrix row address of this lane (lanes 0..15: token lane % 8, k half (lane / 8) % 2).
   const int tok_row = (lane % 8) < rows ? lane % 8 : 0;
   const unsigned xaddr =
       static_cast<unsigned>(__cvta_generic_to_shared(xs + tok_row * pitch + ((lane / 8) % 2) * 8));
+  float acc[2][4] = {};
+  ring.run(xaddr, acc);
 
-  float acc0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, acc1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  unsigned xk = xaddr;      // shared address of the next k-tile's activations
-  int todo = static_cast<int>(ktiles);  // k-tiles not yet multiplied
-  auto compute_chunk = [&](const Codes& c, const Scales& s) {
-#pragma unroll
-    for (int i = 0; i < kC; ++i) {
-      if (i >= todo) break;  // uniform; K is a multiple of 64, so every k16 step of a tile is real
-      uint32_t sw0[4], sw1[4];
-      tile_scales<NV>(s[i][0], sw0);
-      tile_scales<NV>(s[i][1], sw1);
-      auto step = [&](auto jc) {
-        constexpr int J = decltype(jc)::value;
-        uint32_t b0, b1, af[4];
-        asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
-                     : "=r"(b0), "=r"(b1)
-                     : "r"(xk + i * kTileK * 2 + J * 32));
-        a_fragment_fast<NV, J>(c[i][0], sw0, af);
-        mma_bf16(acc0, af, b0, b1);
-        a_fragment_fast<NV, J>(c[i][1], sw1, af);
-        mma_bf16(acc1, af, b0, b1);
-      };
-      step(std::integral_constant<int, 0>{});
-      step(std::integral_constant<int, 1>{});
-      step(std::integral_constant<int, 2>{});
-      step(std::integral_constant<int, 3>{});
-    }
-    xk += kC * kTileK * 2;
-    todo -= kC;
-  };
-
-  while (todo > 0) {
-#pragma unroll
-    for (int r = 0; r < kStreamRing; ++r) {
-      if (todo > 0) {
-        compute_chunk(cr[r], sr[r]);
-        load_chunk(cr[r], sr[r]);
-      }
-    }
-  }
-
-  // acc[h] and acc[2 + h]: rows g and g + 8 of the strip, token 2q + h.
   if constexpr (GATEUP) {
-    const float fg = a.gscale[2 * e] * kEpilogueUnscale, fu = a.gscale[2 * e + 1] * kEpilogueUnscale;
-    const float L = a.swiglu_limit;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int tok = 2 * q + h;
-      if (tok >= rows) continue;
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const float gr = __bfloat162float(__float2bfloat16_rn(acc0[2 * r + h] * fg));
-        const float ur = __bfloat162float(__float2bfloat16_rn(acc1[2 * r + h] * fu));
-        const float gv = fminf(gr, L);
-        const float uv = fminf(fmaxf(ur, -L), L);
-        const float silu = __bfloat162float(__float2bfloat16_rn(__fdiv_rn(gv, __fadd_rn(1.0f, expf(-gv)))));
-        a.y[(row0 + tok) * a.inter + item * kTileRows + g + 8 * r] = __float2bfloat16_rn(__fmul_rn(silu, uv));
-      }
-    }
+    swiglu_store(acc[0], acc[1], a.gscale[2 * e] * kEpilogueUnscale, a.gscale[2 * e + 1] * kEpilogueUnscale, a.swiglu_limit,
+                 rows, g, q, a.y + row0 * a.inter, a.inter, item * kTileRows);
   } else {
-    const float f = a.gscale[e] * kEpilogueUnscale;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int tok = 2 * q + h;
-      if (tok >= rows) continue;
-      __nv_bfloat16* yr = a.y + (row0 + tok) * a.n;
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int64_t n0 = s0 * kTileRows + g + 8 * r, n1 = (s0 + 1) * kTileRows + g + 8 * r;
-        if (n0 < a.n) yr[n0] = __float2bfloat16_rn(acc0[2 * r + h] * f);
-        if (has1 && n1 < a.n) yr[n1] = __float2bfloat16_rn(acc1[2 * r + h] * f);
-      }
-    }
+    down_store(acc[0], acc[1], a.gscale[e] * kEpilogueUnscale, rows, g, q, a.y + row0 * a.n, a.n, s0, has1);
   }
 }
 
