@@ -54,6 +54,15 @@ cudaError_t moe_launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t 
 #ifdef __CUDACC__
 __device__ __forceinline__ void moe_pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void moe_pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+// The combine's roundings, shared by the combine kernel and the one-token kernel: the routed
+// rows summed in fp32 in routing order (moe_combine_step from acc = 0), rounded to bf16, then
+// the shared row added and rounded again (moe_combine_finish).
+__device__ __forceinline__ float moe_combine_step(float acc, float y, float w) { return __fadd_rn(acc, __fmul_rn(y, w)); }
+__device__ __forceinline__ __nv_bfloat16 moe_combine_finish(float acc, bool has_shared, float shared_y) {
+  float r = __bfloat162float(__float2bfloat16_rn(acc));
+  if (has_shared) r = __fadd_rn(r, shared_y);
+  return __float2bfloat16_rn(r);
+}
 // The slot that owns grouped-GEMM tile `tile`: the largest e in [begin, end) with
 // tile_off[e] <= tile (empty slots share offsets). The offsets come from an earlier kernel:
 // read through L2.
@@ -197,6 +206,7 @@ struct MoeSingleArgs {
   int32_t* sync = nullptr;           // moe_single_sync_ints(H) counters, zero between calls
   int sms = 0;                       // CTAs: one per multiprocessor
   bool pdl = false;
+  int gu_warps = 0;                  // set by launch_moe_single
 };
 int64_t moe_single_sync_ints(int64_t hidden, int64_t inter);
 int64_t moe_single_smem_bytes(int64_t hidden, int64_t inter);  // dynamic shared memory of one CTA

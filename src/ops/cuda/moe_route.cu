@@ -384,7 +384,7 @@ __global__ void __launch_bounds__(256) moe_combine_kernel(const MoeCombineArgs a
       if (pos[j] < 0) continue;
       const __nv_bfloat16* yv = reinterpret_cast<const __nv_bfloat16*>(&raw[j]);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) acc[i] = __fadd_rn(acc[i], __fmul_rn(__bfloat162float(yv[i]), w[j]));
+      for (int i = 0; i < 8; ++i) acc[i] = moe_combine_step(acc[i], __bfloat162float(yv[i]), w[j]);
     }
     int32_t spos = -1;
     if (a.has_shared) spos = a.pair_pos[t * a.kp + a.k];
@@ -394,11 +394,7 @@ __global__ void __launch_bounds__(256) moe_combine_kernel(const MoeCombineArgs a
     uint4 outv;
     __nv_bfloat16* o = reinterpret_cast<__nv_bfloat16*>(&outv);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      float r = __bfloat162float(__float2bfloat16_rn(acc[i]));
-      if (spos >= 0) r = __fadd_rn(r, __bfloat162float(sv[i]));
-      o[i] = __float2bfloat16_rn(r);
-    }
+    for (int i = 0; i < 8; ++i) o[i] = moe_combine_finish(acc[i], spos >= 0, __bfloat162float(sv[i]));
     *reinterpret_cast<uint4*>(a.out + t * a.H + c) = outv;
   }
 }

@@ -6,8 +6,9 @@
 // kernels, gate|up and down are two dependent reads, each with its own ramp and tail of late
 // warps, plus a dispatch and a combine kernel; here the weight stream does not stop between them.
 //
-// Work: units of one warp each, handed out in order by a device counter (a warp takes the next
-// unit when it finishes one, so fast warps take more and there is no tail of fixed assignments).
+// Work: units of one warp each, handed out in order by two device counters, one for gate|up
+// units and one for down units (a warp takes the next unit when it finishes one, so fast warps
+// take more and there is no tail of fixed assignments).
 // A unit is NS weight strips (16 rows each) over all of k, streamed as in moe_stream.cuh:
 //   NS = 2 (12 warps per SM): gate|up unit (pair p, item i) = gate strip i and up strip
 //     I/16 + i, SwiGLU in the epilogue -> h[p][16 i, 16 i + 16); down unit = strips 2i, 2i + 1.
@@ -17,20 +18,24 @@
 //   The host picks NS = 1 when every gate|up unit of a call gets a warp at once (a unit spans
 //   all of k, so a second round of them would double the critical path): V4-Flash (1792 strips
 //   for 2112 warps) runs NS = 1, V4-Pro (2688 strips, 1344 pairs for 1584 warps) NS = 2.
-//   Every gate|up unit comes before every down unit. A down unit starts its weight loads, then
-//   waits until all gate|up units of its pair have published h[p] (a per-pair counter), and
-//   stages h[p] in its warp's shared memory. A unit only waits for units handed out before it,
-//   which are running on resident warps, so the kernel needs no co-residency guarantee.
-// Pairs: the shared expert first (it needs no routing: its gate|up units start before the
-//   router has finished, under programmatic dependent launch), then the routed pairs that map
-//   to a local slot, in routing order.
+// Roles: the first gu_warps warps of every CTA (just enough for all gate|up units of a call at
+//   once, spread evenly over the CTAs) take gate|up units while there are any, then down
+//   units; the other warps take down units from the start. A down unit starts its weight
+//   loads, then waits until all gate|up units of its pair have published h[p] (a per-pair
+//   counter), and stages h[p] in its warp's shared memory. Only down units wait, and only for
+//   gate|up units, which never wait: the gate|up warps of any resident CTA finish them all, so
+//   the kernel needs no co-residency guarantee.
+// Pairs: the shared expert first (it needs no routing: its units start before the router has
+//   finished, under programmatic dependent launch), then the routed pairs that map to a local
+//   slot, in routing order.
 // Combine: the last down unit to finish a block of output rows (a per-block counter) sums y
-//   over the pairs in the combine kernel's order and roundings (moe_route.cu).
+//   over the pairs in the combine kernel's order and roundings (moe_combine_step/finish).
 // Bits: the strips, the k order, the mma chain and every rounding are those of the grouped
 //   path at one token, so the output is bit for bit the grouped path's (batch invariance;
 //   tests/gpu/test_moe.cu compares the two with memcmp).
-// The counters return to zero at the end of the kernel (the last warp to finish resets them),
-//   ready for the next call or graph replay.
+// The counters return to zero at the end of the kernel, ready for the next call or graph
+//   replay: every warp ends with exactly one failing down claim, after all its units, so the
+//   warp whose failing claim is the last of them resets the counters.
 #include <cuda_bf16.h>
 
 #include "ops/cuda/moe_kernels.h"
@@ -46,9 +51,9 @@ using moe_detail::StripRing;
 using moe_detail::swiglu_value;
 
 constexpr int kMaxPairs = kMoeMaxTopK + 1;
-// Register chunks in flight per warp for one-strip units: 3 (6.9 KB) measured faster than 4
-// on V4-Flash (57 us against 60), and 4 spills at 16 warps per SM.
-constexpr int kRingOne = 3;
+// Register chunks in flight per warp for one-strip units: 2 (4.6 KB) measured faster than 3
+// and 4 on V4-Flash (54.6 us against 55.8 and 60); 4 spills at 16 warps per SM.
+constexpr int kRingOne = 2;
 constexpr unsigned kFull = 0xffffffffu;
 
 __device__ __forceinline__ int ld_acquire(const int32_t* p) {
@@ -86,7 +91,7 @@ struct Routing {
 // Counter layout (ints; each group starts on its own 128-byte line, so that the polled
 // counters do not share a line with the busy ones).
 constexpr int kLine = 32;
-constexpr int kNextOff = 0, kFinishedOff = kLine, kGuDoneOff = 2 * kLine;   // gu_done[p]: p * kLine
+constexpr int kNextGuOff = 0, kNextDnOff = kLine, kGuDoneOff = 2 * kLine;  // gu_done[p]: p * kLine
 constexpr int kHalvesOff = kGuDoneOff + kMaxPairs * kLine;               // halves[p * gu_items + item]
 __host__ __device__ constexpr int64_t dn_done_off(int64_t inter) { return kHalvesOff + kMaxPairs * (inter / kTileRows); }
 
@@ -103,7 +108,8 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
   const int gu_units = (3 - NS) * gu_items, dn_units = static_cast<int>(H / kRows);  // per pair
   __nv_bfloat16* xs = smem;
   __nv_bfloat16* hs = smem + H + warp * I;
-  int32_t* next = a.sync + kNextOff;
+  int32_t* next_gu = a.sync + kNextGuOff;
+  int32_t* next_dn = a.sync + kNextDnOff;
   int32_t* gu_done = a.sync + kGuDoneOff;
   int32_t* halves = a.sync + kHalvesOff;
   int32_t* dn_done = a.sync + dn_done_off(I);
@@ -122,26 +128,48 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
 
   Routing rt;
   bool routed = false;
-  for (int u = claim(next, lane);; u = claim(next, lane)) {
-    if (!(u < gu_units * shared_first) && !routed) {
-      // Everything past the shared expert's gate|up needs the router's ids and weights.
-      moe_pdl_wait();
-      if (lane < a.k && row_valid) {
-        const int32_t id = __ldcg(a.ids + lane);
-        if (id >= 0 && id < a.n_global) rt.my_slot = __ldcg(a.expert_map + id);
-        rt.my_w = __ldcg(a.weights + lane);
-      }
-      rt.mask = __ballot_sync(kFull, rt.my_slot >= 0);
-      rt.shared = shared_first;
-      rt.pairs = shared_first + __popc(rt.mask);
-      routed = true;
-      if (rt.pairs == 0 && u == 0)  // nothing runs (padding, or every pair dropped): zero output
-        for (int64_t i = lane; i < H; i += 32) a.out[i] = __float2bfloat16_rn(0.0f);
+  auto ensure_routed = [&] {  // everything past the shared expert needs the router's ids and weights
+    if (routed) return;
+    moe_pdl_wait();
+    if (lane < a.k && row_valid) {
+      const int32_t id = __ldcg(a.ids + lane);
+      if (id >= 0 && id < a.n_global) rt.my_slot = __ldcg(a.expert_map + id);
+      rt.my_w = __ldcg(a.weights + lane);
     }
-    if (routed && u >= rt.pairs * (gu_units + dn_units)) break;
-    const bool gate_up = u < (routed ? rt.pairs : shared_first) * gu_units;
-    const int p = gate_up ? u / gu_units : (u - rt.pairs * gu_units) / dn_units;
-    const int v = gate_up ? u % gu_units : (u - rt.pairs * gu_units) % dn_units;
+    rt.mask = __ballot_sync(kFull, rt.my_slot >= 0);
+    rt.shared = shared_first;
+    rt.pairs = shared_first + __popc(rt.mask);
+    routed = true;
+  };
+  // Roles (see the top of the file): gate|up warps first take gate|up units, down warps take
+  // down units; the last failing down claim resets the counters.
+  const int nwarps = static_cast<int>(gridDim.x) * W;
+  bool gu_mode = warp < a.gu_warps;
+  for (;;) {
+    int u;
+    if (gu_mode) {
+      u = claim(next_gu, lane);
+      if (u >= gu_units * shared_first) ensure_routed();
+      if (u >= (routed ? rt.pairs : shared_first) * gu_units) {
+        gu_mode = false;
+        continue;
+      }
+    } else {
+      u = claim(next_dn, lane);
+      if (u >= dn_units * shared_first) ensure_routed();
+      if (routed && u >= rt.pairs * dn_units) {
+        if (rt.pairs == 0 && u == 0)  // nothing runs (padding, or every pair dropped): zero output
+          for (int64_t i = lane; i < H; i += 32) a.out[i] = __float2bfloat16_rn(0.0f);
+        if (u == rt.pairs * dn_units + nwarps - 1) {  // every other warp is done: reset
+          const int64_t n = dn_done_off(I) + dn_units;
+          for (int64_t i = lane; i < n; i += 32) a.sync[i] = 0;
+        }
+        break;
+      }
+    }
+    const bool gate_up = gu_mode;
+    const int p = u / (gate_up ? gu_units : dn_units);
+    const int v = u % (gate_up ? gu_units : dn_units);
     const int e = p < shared_first ? a.shared_slot : rt.slot(p, a.shared_slot);
     float acc[NS][4] = {};
     StripRing<NV, NS, NS == 1 ? kRingOne : 2> ring;
@@ -199,6 +227,7 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
     __syncwarp();
     ring.run(haddr, acc);
     __syncwarp();  // every lane's ldmatrix reads of hs are done before the next unit restages it
+    ensure_routed();  // a shared-expert unit may have started before the routing was known
     moe_detail::down_store(acc[0], acc[NS - 1], a.dn_gscale[e] * kEpilogueUnscale, 1, g, q, a.y + p * H, H,
                            static_cast<int64_t>(v) * NS, NS == 2);
     __threadfence();
@@ -207,30 +236,23 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
     if (lane == 0) arrived = atomicAdd(dn_done + v, 1);
     if (__shfl_sync(kFull, arrived, 0) != rt.pairs - 1) continue;
     // The last pair of these rows: the combine, lane l = row kRows v + l, in the combine
-    // kernel's order: routed pairs in routing order, fp32, rounded, then the shared row.
+    // kernel's order and roundings: routed pairs in routing order, then the shared row. All
+    // pairs' rows are loaded before the first use (one L2 round trip at the kernel's tail).
     __threadfence();
     const int64_t row = static_cast<int64_t>(v) * kRows + (lane % kRows);
+    float yr[kMaxPairs];
+#pragma unroll
+    for (int r = 0; r < kMaxPairs; ++r) yr[r] = r < rt.pairs ? __bfloat162float(__ldcg(a.y + r * H + row)) : 0.0f;
     float sum = 0.0f;
-    for (int r = 0; r < rt.pairs - shared_first; ++r) {
+#pragma unroll
+    for (int r = 0; r + 1 < kMaxPairs; ++r) {
+      if (r >= rt.pairs - shared_first) break;
       const float w = __shfl_sync(kFull, rt.my_w, rt.position(r));
-      sum = __fadd_rn(sum, __fmul_rn(__bfloat162float(__ldcg(a.y + (shared_first + r) * H + row)), w));
+      sum = moe_combine_step(sum, shared_first ? yr[r + 1] : yr[r], w);
     }
-    float res = __bfloat162float(__float2bfloat16_rn(sum));
-    if (shared_first) res = __fadd_rn(res, __bfloat162float(__ldcg(a.y + row)));
-    if (lane < kRows) a.out[row] = __float2bfloat16_rn(res);
+    if (lane < kRows) a.out[row] = moe_combine_finish(sum, shared_first, yr[0]);
   }
 
-  // The last warp out resets the counters for the next call.
-  __syncwarp();
-  int last = 0;
-  if (lane == 0) {
-    __threadfence();
-    last = atomicAdd(a.sync + kFinishedOff, 1) == static_cast<int>(gridDim.x) * W - 1;
-  }
-  if (__shfl_sync(kFull, last, 0)) {
-    const int64_t n = dn_done_off(I) + dn_units;
-    for (int64_t i = lane; i < n; i += 32) a.sync[i] = 0;
-  }
 }
 
 }  // namespace
@@ -242,6 +264,14 @@ namespace {
 // 12 (V4-Flash: 1792 strips for 2112 warps; V4-Pro: 2688 strips, 1344 pairs for 1584 warps).
 constexpr int kWarpsOne = 16, kWarpsPair = 12;
 bool one_strip_units(int64_t inter, int k, int sms) { return 2 * (k + 1) * (inter / kTileRows) <= int64_t{kWarpsOne} * sms; }
+// Warps per CTA that start on gate|up units: just enough for all of a call's gate|up units at
+// once, spread evenly over the CTAs (V4-Flash 14 of 16, V4-Pro 11 of 12): a unit's pace falls
+// with the number of busy warps on its multiprocessor (measured: V4-Pro gate|up units took
+// 44 us on a multiprocessor running 4 of them, 61 us on one running 12).
+int gate_up_warps(int64_t gu_units, int k, int sms, int W) {
+  const int64_t q = ((k + 1) * gu_units + sms - 1) / sms;
+  return static_cast<int>(q < 1 ? 1 : q > W ? W : q);
+}
 
 }  // namespace
 
@@ -260,17 +290,21 @@ cudaError_t moe_prepare_single() {
   return e;
 }
 
-cudaError_t launch_moe_single(const MoeSingleArgs& a, cudaStream_t s) {
-  const int64_t smem = moe_single_smem_bytes(a.hidden, a.inter);
-  if (smem > kMoeStreamMaxSmem || a.k > kMoeMaxTopK || a.hidden % 64 != 0 || a.inter % 64 != 0) return cudaErrorInvalidValue;
+cudaError_t launch_moe_single(const MoeSingleArgs& in, cudaStream_t s) {
+  const int64_t smem = moe_single_smem_bytes(in.hidden, in.inter);
+  if (smem > kMoeStreamMaxSmem || in.k > kMoeMaxTopK || in.hidden % 64 != 0 || in.inter % 64 != 0) return cudaErrorInvalidValue;
+  MoeSingleArgs a = in;
   const int sms = a.sms > 0 ? a.sms : 132;
   const dim3 grid(static_cast<unsigned>(sms));
+  const int64_t items = a.inter / kTileRows;
   if (one_strip_units(a.inter, a.k, sms)) {
     const dim3 block(kWarpsOne * 32);
+    a.gu_warps = gate_up_warps(2 * items, a.k, sms, kWarpsOne);
     return a.nvfp4 ? moe_launch(moe_single_token_kernel<true, 1, kWarpsOne>, grid, block, static_cast<size_t>(smem), s, a.pdl, a)
                    : moe_launch(moe_single_token_kernel<false, 1, kWarpsOne>, grid, block, static_cast<size_t>(smem), s, a.pdl, a);
   }
   const dim3 block(kWarpsPair * 32);
+  a.gu_warps = gate_up_warps(items, a.k, sms, kWarpsPair);
   return a.nvfp4 ? moe_launch(moe_single_token_kernel<true, 2, kWarpsPair>, grid, block, static_cast<size_t>(smem), s, a.pdl, a)
                  : moe_launch(moe_single_token_kernel<false, 2, kWarpsPair>, grid, block, static_cast<size_t>(smem), s, a.pdl, a);
 }
