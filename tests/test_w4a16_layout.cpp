@@ -1,12 +1,16 @@
 // The CUDA kernels' weight layout (ops/cuda/w4a16_layout.h) and config heuristic
 // (ops/cuda/w4a16_config.h) are host code: checked here, without a GPU.
 //   - repack -> unrepack is the identity, bit for bit, for NVFP4 and MXFP4, odd shapes
+//   - every bit of the code area belongs to one code, and the kernels' dequantization of a code
+//     word gives each code's value times 2^-126 exactly, in the register the mma fragment wants
 //   - the e4m3 -> e5m3 scale preprocessing is exact for every non-negative e4m3 code
 //   - inputs the layout cannot hold exactly are rejected with the row and block
 //   - the heuristic's choices stay inside the closed list of instantiations
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <random>
 
 #include "formats/quantize.h"
 #include "ops/cuda/w4a16_config.h"
@@ -63,7 +67,7 @@ TEST(W4Layout, RoundTripFusedRangesKeepEachGlobalScale) {
   expect_same_matrix(unrepack_w4(repack_w4(fused.view())), fused);
 }
 
-// Every byte of the code area is owned by exactly one element (or is padding).
+// Every bit of the code area is owned by exactly one element's code (or is padding).
 TEST(W4Layout, CodeSlotsAreABijection) {
   cuda::W4Layout L;
   L.format = MatrixFormat::kNVFP4;
@@ -71,13 +75,62 @@ TEST(W4Layout, CodeSlotsAreABijection) {
   L.cols = 128;
   L.strips = 2;
   L.ktiles = 2;
-  std::vector<int> seen(static_cast<size_t>(L.strips * L.ktiles * cuda::kTileCodeBytes * 2), 0);
+  std::vector<int> seen(static_cast<size_t>(L.strips * L.ktiles * cuda::kTileCodeBytes * 8), 0);
   for (int64_t n = 0; n < L.rows; ++n)
     for (int64_t k = 0; k < L.cols; ++k) {
       const cuda::CodeSlot s = cuda::w4_code_slot(L, n, k);
-      ++seen[static_cast<size_t>(s.byte * 2 + s.shift / 4)];
+      ASSERT_EQ(s.word % 4, 0);
+      for (int c = 0; c < 4; ++c) ++seen[static_cast<size_t>(s.word * 8 + cuda::w4_code_bit(s.reg, s.half, c))];
     }
   for (int c : seen) EXPECT_EQ(c, 1);
+}
+
+// The kernels' dequantization of a code word (w4_dequant_word, the same source on the GPU)
+// against the element values: every register half equals e2m1(code) * 2^-126 exactly, for
+// every code in every position (the 16 codes put in each of the 8 positions, the other 7 positions
+// random), and the register and half of (row, k) are those w4_code_slot names.
+TEST(W4Layout, DequantWordGivesEveryCodeTimes2PowMinus126) {
+  test::SeededRng sr;
+  std::uniform_int_distribution<int> nib(0, 15);
+  const float two_m126 = std::ldexp(1.0f, -126);
+  for (int reg = 0; reg < 4; ++reg)
+    for (int half = 0; half < 2; ++half)
+      for (int code = 0; code < 16; ++code)
+        for (int trial = 0; trial < 8; ++trial) {
+          uint8_t codes[4][2];
+          std::vector<uint8_t> word(4, 0);
+          for (int r = 0; r < 4; ++r)
+            for (int h = 0; h < 2; ++h) {
+              codes[r][h] = static_cast<uint8_t>(r == reg && h == half ? code : nib(sr.rng));
+              cuda::w4_put_code(word, cuda::CodeSlot{0, r, h}, codes[r][h]);
+            }
+          uint32_t w = 0;
+          std::memcpy(&w, word.data(), 4);
+          uint32_t out[4];
+          cuda::w4_dequant_word(w, out);
+          for (int r = 0; r < 4; ++r)
+            for (int h = 0; h < 2; ++h) {
+              const uint16_t bits = static_cast<uint16_t>(out[r] >> (16 * h));
+              const float want = e2m1_to_float(codes[r][h]) * two_m126;
+              EXPECT_EQ(bf16_to_float(bits), want) << "register " << r << " half " << h << " code " << int(codes[r][h]);
+              EXPECT_EQ(bits & 0x8000u, (codes[r][h] & 8u) ? 0x8000u : 0u) << "sign of code " << int(codes[r][h]);
+              EXPECT_EQ(cuda::w4_get_code(word, cuda::CodeSlot{0, r, h}), codes[r][h]);
+            }
+        }
+  // Registers of (row, k) in a tile: r0 = (g, 2q), r1 = (g+8, 2q), r2 = (g, 2q+8), r3 = (g+8, 2q+8).
+  cuda::W4Layout L;
+  L.rows = 16;
+  L.cols = 64;
+  L.strips = 1;
+  L.ktiles = 1;
+  for (int row = 0; row < 16; ++row)
+    for (int k = 0; k < 64; ++k) {
+      const cuda::CodeSlot s = cuda::w4_code_slot(L, row, k);
+      const int g = row % 8, q = (k % 8) / 2;
+      EXPECT_EQ(s.word, (4 * g + q) * 16 + (k / 16) * 4);
+      EXPECT_EQ(s.reg, 2 * ((k % 16) / 8) + row / 8);
+      EXPECT_EQ(s.half, k % 2);
+    }
 }
 
 TEST(W4Layout, E5m3ScaleIsExactForEveryNonNegativeE4m3) {

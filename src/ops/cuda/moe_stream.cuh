@@ -12,8 +12,8 @@
 //   - Token columns past the tile's rows read row 0 of the stage (ldmatrix row addresses are
 //     per lane): their products are never written.
 //   - Scales: one byte permute + one multiply-add per two bf16 scale pairs, applied by the
-//     bf16x2 multiply's half broadcast; codes: dequant_word's bits with the right shifts as
-//     multiply-highs (the integer ALU is the busy pipe of these kernels).
+//     bf16x2 multiply's half broadcast; codes: w4_dequant_word (w4a16_layout.h), whose shifts
+//     are multiplies (the integer ALU is the busy pipe of these kernels).
 //   - The A fragments, the k order (k-tiles ascending, k16 steps ascending, one mma.sync
 //     chain per output) and the epilogue roundings are those of moe_grouped.cuh: the same
 //     bits for every token whatever its tile (batch invariance).
@@ -71,20 +71,18 @@ __device__ __forceinline__ uint32_t mul_half(uint32_t a, uint32_t s) {
   return *reinterpret_cast<const uint32_t*>(&r);
 }
 
-// The A fragment of k16 step J (a_fragment's values, fewer integer-pipe instructions).
+// The A fragment of k16 step J (a_fragment's values; the scale pairs prepared once per tile).
 template <bool NV, int J>
 __device__ __forceinline__ void a_fragment_fast(const uint4& codes, const uint32_t (&sw)[4], uint32_t (&a)[4]) {
   const uint32_t q = J == 0 ? codes.x : J == 1 ? codes.y : J == 2 ? codes.z : codes.w;
-  const uint32_t r0 = (q & 0x80008000u) | (__umulhi(q, 1u << 26) & 0x01C001C0u);        // q >> 6
-  const uint32_t r1 = ((q << 4) & 0x80008000u) | (__umulhi(q, 1u << 30) & 0x01C001C0u);  // q >> 2
-  const uint32_t r2 = ((q << 8) & 0x80008000u) | ((q << 2) & 0x01C001C0u);
-  const uint32_t r3 = ((q << 12) & 0x80008000u) | ((q << 6) & 0x01C001C0u);
+  uint32_t r[4];
+  w4_dequant_word(q, r);
   constexpr int kW = NV ? (J >> 1) * 2 : 0;  // scale word of this step
   constexpr int kH = NV ? (J & 1) : (J >> 1);  // its half
-  a[0] = mul_half<kH>(r0, sw[kW]);      // row g,   k 2q..2q+1
-  a[1] = mul_half<kH>(r1, sw[kW + 1]);  // row g+8
-  a[2] = mul_half<kH>(r2, sw[kW]);      // row g,   k 2q+8..
-  a[3] = mul_half<kH>(r3, sw[kW + 1]);  // row g+8
+  a[0] = mul_half<kH>(r[0], sw[kW]);      // row g,   k 2q..2q+1
+  a[1] = mul_half<kH>(r[1], sw[kW + 1]);  // row g+8
+  a[2] = mul_half<kH>(r[2], sw[kW]);      // row g,   k 2q+8..
+  a[3] = mul_half<kH>(r[3], sw[kW + 1]);  // row g+8
 }
 
 // One warp's stream of NS weight strips (1 or 2) of one slot over all of k: a register ring

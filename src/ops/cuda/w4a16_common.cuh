@@ -12,14 +12,8 @@
 
 namespace fp4moe::cuda::detail {
 
-// Four A registers (bf16 pairs, value code * 2^-126) from one repacked word.
-__device__ __forceinline__ void dequant_word(uint32_t q, uint32_t (&r)[4]) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t u = q << (4 * i);
-    r[i] = (u & 0x80008000u) | ((u >> 6) & 0x01C001C0u);
-  }
-}
+// Four A registers (bf16 pairs, value code * 2^-126) from one repacked word (w4a16_layout.h).
+__device__ __forceinline__ void dequant_word(uint32_t q, uint32_t (&r)[4]) { w4_dequant_word(q, r); }
 
 // bf16 pair (S', S') for the byte at index idx (0..3) of w: S' = scale * 2^64.
 template <bool NV>

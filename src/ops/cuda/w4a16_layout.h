@@ -1,6 +1,7 @@
 // The weight layout the W4A16 kernels read, the repack from a checkpoint matrix into it
-// (done once at load) and its inverse. Host-only, header-only: the CPU tests check the round
-// trip without a GPU.
+// (done once at load) and its inverse. Header-only; the repack is host code, the code word's
+// dequantization (w4_dequant_word) is host and device code: the CPU tests check the round trip
+// and the dequantization without a GPU.
 //
 // Why this layout. The kernels compute y^T = W . x^T with mma.sync m16n8k16 and the WEIGHT
 // as the A operand (16 weight rows x 16 k per instruction, "swap AB": few tokens fill the
@@ -11,17 +12,20 @@
 //
 //   tile (strip s = row/16, kt = k/64), tiles ordered [strip][kt], 512 code bytes each.
 //   lane l = 4*g + q (g = l/4 in 0..7, q = l%4) owns bytes [16*l, 16*l+16) of the tile:
-//   word j (k16 step j, kb = 64*kt + 16*j) holds 8 nibbles, chosen so that the dequant
-//   below yields the four A registers directly:
-//     nibble 3,7: W[g][kb+2q], W[g][kb+2q+1]        -> a0,a1
-//     nibble 2,6: W[g+8][kb+2q], W[g+8][kb+2q+1]    -> a2,a3
-//     nibble 1,5: W[g][kb+2q+8], W[g][kb+2q+9]      -> a4,a5
-//     nibble 0,4: W[g+8][kb+2q+8], W[g+8][kb+2q+9]  -> a6,a7
-//   Dequant (4 integer ops per bf16 pair): u = q << 4i;
-//     r_i = (u & 0x80008000) | ((u >> 6) & 0x01C001C0)
-//   puts sign, the two exponent bits and the mantissa bit of an e2m1 code into a bf16 whose
-//   value is exactly code * 2^-126 (e2m1's subnormal 0.5 lands on bf16's subnormal grid).
-//
+//   word j (k16 step j, kb = 64*kt + 16*j, little-endian) holds the 8 codes of the lane's four
+//   A registers, each a bf16 pair (lo half: even k, hi half: odd k):
+//     r0: W[g][kb+2q],   W[g][kb+2q+1]      r1: W[g+8][kb+2q],   W[g+8][kb+2q+1]
+//     r2: W[g][kb+2q+8], W[g][kb+2q+9]      r3: W[g+8][kb+2q+8], W[g+8][kb+2q+9]
+//   A code's bits are not a contiguous nibble: they sit where the dequant below finds them.
+//   A bf16 pair whose halves are e2m1 codes times 2^-126 has the lo code's sign at bit 15 and
+//   its two exponent bits and mantissa bit at bits 8..6, the hi code's at 31 and 24..22
+//   (kW4PairMask; e2m1's subnormal 0.5 lands on bf16's subnormal grid). The word is laid out
+//   so that (w4_dequant_word, 11 integer ops for four registers, 6 of them multiplies):
+//     r0 = w & mask;  r1 = rotr(w, 4) & mask;  r2 = rotr(w, 10) & mask;
+//     r3 = ((w << 2) & 0x80C080C0) | ((w >> 6) & 0x01000100)
+//   (a rotation is w << (32-n) | mulhi(w, 2^(32-n)): two multiplies and the mask's LOP3, so
+//   the integer ALU, the busy pipe of the decode kernels, gets only the five masks). The four
+//   registers' source bits tile the word exactly once (w4_code_bit; the tests check it).
 // Scales are pre-arranged per quad (the 4 lanes of a group g share their rows): 8 bytes
 // per quad per tile for NVFP4 ([j][row g, row g+8]), 4 bytes for MXFP4 ([block][g, g+8]),
 // and preprocessed so that one integer multiply-add turns a byte into the bf16 S' with
@@ -56,6 +60,39 @@ inline constexpr int kMxScaleBytesPerTile = 8 * 4;   // 8 quads x (2 blocks x 2 
 inline constexpr int kBf16ExpOffset = 64;            // S' = scale * 2^64
 inline constexpr float kEpilogueUnscale = 4611686018427387904.0f;  // 2^62 (= 2^126 / 2^64)
 static_assert(kTileCodeBytes == 32 * 16, "one 16-byte load per lane covers a tile");
+
+// ---- the code word and its dequantization (host and device: FP4_HD, formats/codecs.h) ------
+inline constexpr uint32_t kW4PairMask = 0x81C081C0u;  // bits 6-8, 15, 22-24, 31 of a bf16 pair
+inline constexpr uint32_t kW4R3Left = 0x80C080C0u;    // r3's bits taken from w << 2
+inline constexpr uint32_t kW4R3Right = 0x01000100u;   // r3's bits taken from w >> 6
+static_assert((kW4R3Left | kW4R3Right) == kW4PairMask && (kW4R3Left & kW4R3Right) == 0, "r3's two parts");
+
+FP4_HD uint32_t w4_mulhi(uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__)
+  return __umulhi(a, b);  // stays an IMAD.HI: a right shift off the integer ALU
+#else
+  return static_cast<uint32_t>((static_cast<uint64_t>(a) * b) >> 32);
+#endif
+}
+// Four A registers (bf16 pairs, value code * 2^-126) from one code word.
+FP4_HD void w4_dequant_word(uint32_t w, uint32_t (&r)[4]) {
+  r[0] = w & kW4PairMask;
+  r[1] = ((w << 28) | w4_mulhi(w, 1u << 28)) & kW4PairMask;  // rotate right by 4
+  r[2] = ((w << 22) | w4_mulhi(w, 1u << 22)) & kW4PairMask;  // rotate right by 10
+  r[3] = ((w << 2) & kW4R3Left) | (w4_mulhi(w, 1u << 26) & kW4R3Right);
+}
+// Bit of the code word that holds bit c (0: mantissa, 1, 2: exponent, 3: sign) of the code in
+// register reg (0..3), half (0: lo, 1: hi): w4_dequant_word's inverse.
+constexpr int w4_code_bit(int reg, int half, int c) {
+  const int t = (c < 3 ? 6 + c : 15) + 16 * half;  // the bit of the bf16 pair
+  switch (reg) {
+    case 0: return t;
+    case 1: return (t + 4) % 32;
+    case 2: return (t + 10) % 32;
+    default: return ((kW4R3Left >> t) & 1u) ? t - 2 : t + 6;
+  }
+}
+
 static_assert(kTileK % kMxfp4Block == 0 && kTileK % kNvfp4Block == 0, "a tile holds whole scale blocks");
 
 // A repacked FP4 weight (host copy; upload with DeviceW4Matrix in linear.h).
@@ -92,8 +129,9 @@ inline constexpr int kMxScaleMax = 254 - kBf16ExpOffset;  // 190: S' stays below
 
 // ---- where element (row, k) lives ---------------------------------------------------------
 struct CodeSlot {
-  int64_t byte;  // offset in codes
-  int shift;     // nibble position (0 or 4) within the byte
+  int64_t word;  // byte offset of the 32-bit little-endian code word in codes
+  int reg;       // its A register (0..3) ...
+  int half;      // ... and half (0: even k, 1: odd k); bits: w4_code_bit(reg, half, 0..3)
 };
 inline CodeSlot w4_code_slot(const W4Layout& L, int64_t row, int64_t k) {
   const int64_t s = row / kTileRows, kt = k / kTileK;
@@ -102,11 +140,24 @@ inline CodeSlot w4_code_slot(const W4Layout& L, int64_t row, int64_t k) {
   const int g = r % 8, hi_row = r / 8;      // rows g and g+8
   const int hi_k = kin / 8, kq = kin % 8;   // k halves 0..7 and 8..15
   const int q = kq / 2, odd = kq % 2;
-  // nibble: 3 - (2*hi_k + hi_row) for the even element, +4 for the odd one
-  const int nib = 3 - (2 * hi_k + hi_row) + 4 * odd;
   const int lane = 4 * g + q;
   const int64_t tile = s * L.ktiles + kt;
-  return CodeSlot{tile * kTileCodeBytes + lane * 16 + j * 4 + nib / 2, (nib % 2) * 4};
+  return CodeSlot{tile * kTileCodeBytes + lane * 16 + j * 4, 2 * hi_k + hi_row, odd};
+}
+inline void w4_put_code(std::vector<uint8_t>& codes, const CodeSlot& c, uint8_t code) {
+  for (int b = 0; b < 4; ++b)
+    if ((code >> b) & 1u) {
+      const int bit = w4_code_bit(c.reg, c.half, b);
+      codes[static_cast<size_t>(c.word + bit / 8)] |= static_cast<uint8_t>(1u << (bit % 8));
+    }
+}
+inline uint8_t w4_get_code(const std::vector<uint8_t>& codes, const CodeSlot& c) {
+  uint8_t code = 0;
+  for (int b = 0; b < 4; ++b) {
+    const int bit = w4_code_bit(c.reg, c.half, b);
+    code |= static_cast<uint8_t>(((codes[static_cast<size_t>(c.word + bit / 8)] >> (bit % 8)) & 1u) << b);
+  }
+  return code;
 }
 // Scale byte of (row, block index along k in the format's own blocks).
 inline int64_t w4_scale_slot(const W4Layout& L, int64_t row, int64_t kblock) {
@@ -163,8 +214,7 @@ inline W4Layout repack_w4(const MatrixView& w) {
       for (int64_t k = b * block; k < (b + 1) * block; ++k) {
         const uint8_t byte = w.data[n * (w.cols / 2) + k / 2];
         const uint8_t code = zero_block ? 0 : ((k % 2) ? e2m1_unpack_hi(byte) : e2m1_unpack_lo(byte));
-        const CodeSlot c = w4_code_slot(L, n, k);
-        L.codes[static_cast<size_t>(c.byte)] |= static_cast<uint8_t>(code << c.shift);
+        w4_put_code(L.codes, w4_code_slot(L, n, k), code);
       }
     }
   }
@@ -191,8 +241,7 @@ inline Matrix unrepack_w4(const W4Layout& L) {
       m.scales[static_cast<size_t>(n * sc + b)] = nv ? nvfp4_scale_from_e5m3(stored) : stored;
     }
     for (int64_t k = 0; k < L.cols; ++k) {
-      const CodeSlot c = w4_code_slot(L, n, k);
-      const uint8_t code = (L.codes[static_cast<size_t>(c.byte)] >> c.shift) & 0xFu;
+      const uint8_t code = w4_get_code(L.codes, w4_code_slot(L, n, k));
       m.data[static_cast<size_t>(n * (L.cols / 2) + k / 2)] |= static_cast<uint8_t>(code << ((k % 2) * 4));
     }
   }
