@@ -20,12 +20,13 @@
 //   A bf16 pair whose halves are e2m1 codes times 2^-126 has the lo code's sign at bit 15 and
 //   its two exponent bits and mantissa bit at bits 8..6, the hi code's at 31 and 24..22
 //   (kW4PairMask; e2m1's subnormal 0.5 lands on bf16's subnormal grid). The word is laid out
-//   so that (w4_dequant_word, 11 integer ops for four registers, 6 of them multiplies):
+//   so that (w4_dequant_word, 9 integer ops for four registers):
 //     r0 = w & mask;  r1 = rotr(w, 4) & mask;  r2 = rotr(w, 10) & mask;
 //     r3 = ((w << 2) & 0x80C080C0) | ((w >> 6) & 0x01000100)
-//   (a rotation is w << (32-n) | mulhi(w, 2^(32-n)): two multiplies and the mask's LOP3, so
-//   the integer ALU, the busy pipe of the decode kernels, gets only the five masks). The four
-//   registers' source bits tile the word exactly once (w4_code_bit; the tests check it).
+//   (a rotation is one funnel shift on the integer ALU; r3's two shifts are multiplies, on
+//   the FMA pipe, which the ALU and the scale multiplies share out between them: measured on
+//   an H200, the decode kernels' busiest pipe is the FMA-heavy one). The four registers'
+//   source bits tile the word exactly once (w4_code_bit; the tests check it).
 // Scales are pre-arranged per quad (the 4 lanes of a group g share their rows): 8 bytes
 // per quad per tile for NVFP4 ([j][row g, row g+8]), 4 bytes for MXFP4 ([block][g, g+8]),
 // and preprocessed so that one integer multiply-add turns a byte into the bf16 S' with
@@ -74,11 +75,19 @@ FP4_HD uint32_t w4_mulhi(uint32_t a, uint32_t b) {
   return static_cast<uint32_t>((static_cast<uint64_t>(a) * b) >> 32);
 #endif
 }
+// Rotate right by n (0 < n < 32): one funnel shift (SHF.R.W) on the device.
+FP4_HD uint32_t w4_rotr(uint32_t w, int n) {
+#if defined(__CUDA_ARCH__)
+  return __funnelshift_r(w, w, static_cast<unsigned>(n));
+#else
+  return (w >> n) | (w << (32 - n));
+#endif
+}
 // Four A registers (bf16 pairs, value code * 2^-126) from one code word.
 FP4_HD void w4_dequant_word(uint32_t w, uint32_t (&r)[4]) {
   r[0] = w & kW4PairMask;
-  r[1] = ((w << 28) | w4_mulhi(w, 1u << 28)) & kW4PairMask;  // rotate right by 4
-  r[2] = ((w << 22) | w4_mulhi(w, 1u << 22)) & kW4PairMask;  // rotate right by 10
+  r[1] = w4_rotr(w, 4) & kW4PairMask;
+  r[2] = w4_rotr(w, 10) & kW4PairMask;
   r[3] = ((w << 2) & kW4R3Left) | (w4_mulhi(w, 1u << 26) & kW4R3Right);
 }
 // Bit of the code word that holds bit c (0: mantissa, 1, 2: exponent, 3: sign) of the code in
