@@ -12,8 +12,8 @@
 //   - Token columns past the tile's rows read row 0 of the stage (ldmatrix row addresses are
 //     per lane): their products are never written.
 //   - Scales: one byte permute + one multiply-add per two bf16 scale pairs, applied by the
-//     bf16x2 multiply's half broadcast; codes: w4_dequant_word (w4a16_layout.h), whose shifts
-//     are multiplies (the integer ALU is the busy pipe of these kernels).
+//     bf16x2 multiply's half broadcast; codes: w4_dequant_word (w4a16_layout.h: 9 integer ops
+//     per code word, split between the integer ALU and the FMA pipe).
 //   - The A fragments, the k order (k-tiles ascending, k16 steps ascending, one mma.sync
 //     chain per output) and the epilogue roundings are those of moe_grouped.cuh: the same
 //     bits for every token whatever its tile (batch invariance).

@@ -12,9 +12,6 @@
 
 namespace fp4moe::cuda::detail {
 
-// Four A registers (bf16 pairs, value code * 2^-126) from one repacked word (w4a16_layout.h).
-__device__ __forceinline__ void dequant_word(uint32_t q, uint32_t (&r)[4]) { w4_dequant_word(q, r); }
-
 // bf16 pair (S', S') for the byte at index idx (0..3) of w: S' = scale * 2^64.
 template <bool NV>
 __device__ __forceinline__ uint32_t scale_pair(uint32_t w, int idx) {
@@ -43,7 +40,7 @@ __device__ __forceinline__ void a_fragment(const uint4& codes, const uint2& sc, 
     sg8 = scale_pair<false>(sc.x, 2 * (j >> 1) + 1);
   }
   uint32_t r[4];
-  dequant_word(q, r);
+  w4_dequant_word(q, r);  // four bf16 pairs, value code * 2^-126 (w4a16_layout.h)
   a[0] = bf16x2_mul(r[0], sg);   // row g,   k 2q..2q+1
   a[1] = bf16x2_mul(r[1], sg8);  // row g+8, k 2q..2q+1
   a[2] = bf16x2_mul(r[2], sg);   // row g,   k 2q+8..

@@ -23,10 +23,10 @@
 //   so that (w4_dequant_word, 9 integer ops for four registers):
 //     r0 = w & mask;  r1 = rotr(w, 4) & mask;  r2 = rotr(w, 10) & mask;
 //     r3 = ((w << 2) & 0x80C080C0) | ((w >> 6) & 0x01000100)
-//   (a rotation is one funnel shift on the integer ALU; r3's two shifts are multiplies, on
-//   the FMA pipe, which the ALU and the scale multiplies share out between them: measured on
-//   an H200, the decode kernels' busiest pipe is the FMA-heavy one). The four registers'
-//   source bits tile the word exactly once (w4_code_bit; the tests check it).
+//   (a rotation is one funnel shift on the integer ALU; r3's two shifts are multiplies on the
+//   FMA pipe, so the decode kernels' two busy pipes share the work: notes/gpu-notes.md steps
+//   21-23). The four registers' source bits tile the word exactly once (w4_code_bit; the tests
+//   check it).
 // Scales are pre-arranged per quad (the 4 lanes of a group g share their rows): 8 bytes
 // per quad per tile for NVFP4 ([j][row g, row g+8]), 4 bytes for MXFP4 ([block][g, g+8]),
 // and preprocessed so that one integer multiply-add turns a byte into the bf16 S' with
