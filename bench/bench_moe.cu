@@ -21,8 +21,10 @@
 // Output: a markdown table on stdout, one JSON object per row (--json FILE); token tiles 0: the
 // call ran the single-token kernel (moe_single_token.cu), no tiles.
 // Usage: bench_moe [--json FILE] [--t LIST] [--models flash,pro] [--no-baseline] [--grouped]
+//                  [--mtiles N]
 // (--no-baseline: fp4moe alone, eager and graph, e.g. under a profiler; --grouped: one-token
-// calls on the grouped path instead of the single-token kernel, for comparison)
+// calls on the grouped path instead of the single-token kernel, for comparison; --mtiles: pin
+// the routed experts' token tiles, 1, 2, 4, 8, 12 or 16 eighths, for comparison)
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 
@@ -108,6 +110,7 @@ int run_bench(int argc, char** argv) {
     if (a == "--no-baseline") baseline = false;
     else if (a == "--grouped") opt.single_token = false;
     else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
+    else if (a == "--mtiles" && i + 1 < argc) opt.mtiles = std::stoi(argv[++i]);
     else if (a == "--models" && i + 1 < argc) models = argv[++i];
     else if (a == "--t" && i + 1 < argc) {
       ts.clear();
@@ -118,7 +121,7 @@ int run_bench(int argc, char** argv) {
         pos = c == std::string::npos ? l.size() : c + 1;
       }
     } else {
-      std::fprintf(stderr, "usage: bench_moe [--json FILE] [--t 1,8,64] [--models flash,pro] [--no-baseline] [--grouped]\n");
+      std::fprintf(stderr, "usage: bench_moe [--json FILE] [--t 1,8,64] [--models flash,pro] [--no-baseline] [--grouped] [--mtiles N]\n");
       return 2;
     }
   }
@@ -250,7 +253,7 @@ int run_bench(int argc, char** argv) {
       const double graph_us = time_us(graph_fn, iters_for(graph_fn, 3000.0, 100.0));
       for (cudaGraphExec_t e : execs) cudaGraphExecDestroy(e);
       if (!baseline) {
-        const int mt1 = T == 1 && opt.single_token ? 0 : moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
+        const int mt1 = opt.mtiles ? *opt.mtiles : T == 1 && opt.single_token ? 0 : moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
         rows.push_back(Row{M.name, T, fp4_us, graph_us, 0.0, floor_us, touched, -1.0, plain_us, floor_bytes, mt1});
         std::fprintf(stderr, "%s T=%lld: fp4moe %.1f us (graph %.1f us), floor %.1f us\n", M.name, static_cast<long long>(T), fp4_us,
                      graph_us, floor_us);
@@ -339,7 +342,7 @@ int run_bench(int argc, char** argv) {
         num += (u - v) * (u - v);
         den += v * v;
       }
-      const int mt = T == 1 && opt.single_token ? 0 : moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
+      const int mt = opt.mtiles ? *opt.mtiles : T == 1 && opt.single_token ? 0 : moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
       // With aliased bf16 copies the baseline computes other experts' products: no comparison.
       const double rl2 = ncopies < L.slots ? -1.0 : std::sqrt(num / std::max(den, 1e-30));
       rows.push_back(Row{M.name, T, fp4_us, graph_us, cub_us, floor_us, touched, rl2, plain_us, floor_bytes, mt});

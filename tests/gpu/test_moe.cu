@@ -219,7 +219,7 @@ TEST(MoeLayer, PinnedTokenTilesGiveIdenticalBits) {
     const auto x = test::random_bf16(R.rng, T * c.hidden);
     const auto logits = random_logits(R.rng, T, 16);
     const RunResult base = run_gpu(f, x, logits, {}, T);
-    for (int mt : {1, 2, 4, 8, 16}) {  // 16: the wgmma kernels (128-token tiles)
+    for (int mt : {1, 2, 4, 8, 12, 16}) {  // 12, 16: the wgmma kernels (96- and 128-token tiles)
       const RunResult r = run_gpu(f, x, logits, {}, T, cuda::MoeOptions{mt});
       ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4)) << "H " << H << " I " << I << " mtiles " << mt;
     }

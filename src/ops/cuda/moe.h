@@ -91,7 +91,7 @@ struct MoeWorkspace {
 int moe_mtiles(int64_t pairs_per_slot);
 
 struct MoeOptions {
-  std::optional<int> mtiles;  // pin the routed slots' token tiles (1, 2, 4, 8: tokens / 8; 16: the 128-token wgmma kernels)
+  std::optional<int> mtiles;  // pin the routed slots' token tiles (1, 2, 4, 8: tokens / 8; 12, 16: the 96- and 128-token wgmma kernels)
   // One-token calls run the single persistent kernel (moe_single_token.cu) when the layer
   // fits it and no tile size is pinned; false: the grouped path (the same bits).
   bool single_token = true;

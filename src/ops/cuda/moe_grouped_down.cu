@@ -5,7 +5,7 @@
 namespace fp4moe::cuda {
 
 cudaError_t launch_moe_down(const MoeGroupedArgs& a, cudaStream_t s) {
-  return a.mtiles == kMoeWgmmaTiles ? launch_moe_wgmma(a, false, s) : moe_detail::launch_grouped<false>(a, s);
+  return moe_is_wgmma(a.mtiles) ? launch_moe_wgmma(a, false, s) : moe_detail::launch_grouped<false>(a, s);
 }
 cudaError_t moe_prepare_down() { return moe_detail::prepare_grouped<false>(); }
 cudaError_t moe_prepare_kernels() {

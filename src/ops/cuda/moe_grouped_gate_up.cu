@@ -5,7 +5,7 @@
 namespace fp4moe::cuda {
 
 cudaError_t launch_moe_gate_up(const MoeGroupedArgs& a, cudaStream_t s) {
-  return a.mtiles == kMoeWgmmaTiles ? launch_moe_wgmma(a, true, s) : moe_detail::launch_grouped<true>(a, s);
+  return moe_is_wgmma(a.mtiles) ? launch_moe_wgmma(a, true, s) : moe_detail::launch_grouped<true>(a, s);
 }
 cudaError_t moe_prepare_gate_up() { return moe_detail::prepare_grouped<true>(); }
 

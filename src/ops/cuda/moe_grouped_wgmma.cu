@@ -1,10 +1,14 @@
 // Grouped FP4 GEMM of the MoE layer for many tokens per expert (prefill): the wgmma mainloop
 // of the prefill linear (w4a16_wgmma.cuh: weights dequantized into shared memory,
-// asynchronous tensor cores) over 128-token tiles of the expert segments, with the grouped
+// asynchronous tensor cores) over token tiles of the expert segments, with the grouped
 // kernels' tile lookup and epilogues (moe_grouped.cuh describes the data flow):
-//   - One CTA = 256 weight rows of ONE expert x one tile of up to 128 tokens of its segment,
+//   - Token tiles of BM = 128 tokens, or 96 (mtiles 12) when the experts' mean load is
+//     49-72 tokens (V4-Pro at T = 4096, 64 per expert: one 96-token tile per expert fills
+//     it to 0.67 where a 128-token tile would be half empty: 25% less tensor work for the
+//     same dequantization). moe_mtiles (moe.cu) picks the size from T x top-k / experts.
+//   - One CTA = 256 weight rows of ONE expert x one tile of up to BM tokens of its segment,
 //     over all of k: two strips per warp (the mainloop's SPW = 2), so each warpgroup issues
-//     two m64n128k16 per k16 step on the same activation tile, and one activation tile
+//     two m64nBMk16 per k16 step on the same activation tile, and one activation tile
 //     (copies, barriers, fences) serves twice the weight rows of the linear's CTA. The tile
 //     comes from blockIdx by a binary search over the device tile offsets, so the grid is
 //     sized on the host from T alone and experts with no tokens own no tile. The activation
@@ -27,20 +31,28 @@
 namespace fp4moe::cuda {
 namespace {
 
-constexpr int kBM = kMoeWgmmaTileTokens;
-constexpr int kSPW = 2;                    // strips per warp
-using Tile = wgmma::Tile<kBM, kSPW>;
-constexpr int kAcc = kBM / 2;              // accumulators per thread per m64 block
-constexpr int kRows = Tile::kRows;         // weight rows per CTA (256)
-constexpr int kGateCols = kRows / 2;       // gate|up: intermediate columns per CTA (128)
-constexpr int kExchangeBytes = 128 * kSPW * kAcc * 4;  // gate|up: the up half, [kSPW * kAcc][128 threads] fp32
-static_assert(kBM == 128, "the epilogue exchange below is sized for 128-token tiles");
-static_assert(kExchangeBytes + kBM * wgmma::out_pitch(kGateCols) <= Tile::kStages * Tile::kStageBytes &&
-                  kExchangeBytes + kBM * wgmma::out_pitch(kRows) <= Tile::kStages * Tile::kStageBytes,
-              "the exchange buffer and the staging tile fit in the pipeline stages");
+constexpr int kSPW = 2;  // strips per warp
 
-template <bool NV, bool GATEUP>
+// The sizes of one token-tile shape.
+template <int BM>
+struct Shape {
+  using Tile = wgmma::Tile<BM, kSPW>;
+  static constexpr int kAcc = BM / 2;                 // accumulators per thread per m64 block
+  static constexpr int kRows = Tile::kRows;           // weight rows per CTA (256)
+  static constexpr int kGateCols = kRows / 2;         // gate|up: intermediate columns per CTA (128)
+  static constexpr int kExchangeBytes = 128 * kSPW * kAcc * 4;  // gate|up: the up half, [kSPW * kAcc][128 threads] fp32
+  static_assert(BM % 32 == 0 && BM <= 128, "whole 8-token groups of the accumulators, at most 128 tokens");
+  static_assert(kExchangeBytes + BM * wgmma::out_pitch(kGateCols) <= Tile::kStages * Tile::kStageBytes &&
+                    kExchangeBytes + BM * wgmma::out_pitch(kRows) <= Tile::kStages * Tile::kStageBytes,
+                "the exchange buffer and the staging tile fit in the pipeline stages");
+};
+
+template <int BM, bool NV, bool GATEUP>
 __global__ void __launch_bounds__(wgmma::kThreads, 1) moe_wgmma_kernel(const MoeGroupedArgs a, int row_blocks) {
+  using S = Shape<BM>;
+  using Tile = typename S::Tile;
+  constexpr int kBM = BM, kAcc = S::kAcc, kRows = S::kRows, kGateCols = S::kGateCols;
+  constexpr int kExchangeBytes = S::kExchangeBytes;
   // Launched in plain stream order (launch() ignores a.pdl): everything the earlier kernels
   // wrote is visible, so there is no griddepcontrol.wait here.
   const int64_t bid = blockIdx.x;
@@ -127,28 +139,43 @@ __global__ void __launch_bounds__(wgmma::kThreads, 1) moe_wgmma_kernel(const Moe
   }
 }
 
-template <bool NV, bool GATEUP>
+template <int BM, bool NV, bool GATEUP>
 cudaError_t launch(const MoeGroupedArgs& a, cudaStream_t s) {
+  using S = Shape<BM>;
   if (a.max_tiles == 0) return cudaSuccess;
-  const int row_blocks = GATEUP ? static_cast<int>((a.inter + kGateCols - 1) / kGateCols) : static_cast<int>((a.n + kRows - 1) / kRows);
+  const int row_blocks =
+      GATEUP ? static_cast<int>((a.inter + S::kGateCols - 1) / S::kGateCols) : static_cast<int>((a.n + S::kRows - 1) / S::kRows);
   const int64_t blocks = a.max_tiles * row_blocks;
-  moe_wgmma_kernel<NV, GATEUP><<<static_cast<unsigned>(blocks), wgmma::kThreads, Tile::kSmemBytes, s>>>(a, row_blocks);
+  moe_wgmma_kernel<BM, NV, GATEUP><<<static_cast<unsigned>(blocks), wgmma::kThreads, S::Tile::kSmemBytes, s>>>(a, row_blocks);
   return cudaGetLastError();
+}
+
+template <int BM>
+cudaError_t launch_shape(const MoeGroupedArgs& a, bool gate_up, cudaStream_t s) {
+  if (gate_up) return a.nvfp4 ? launch<BM, true, true>(a, s) : launch<BM, false, true>(a, s);
+  return a.nvfp4 ? launch<BM, true, false>(a, s) : launch<BM, false, false>(a, s);
+}
+
+template <int BM>
+cudaError_t prepare_shape() {
+  cudaError_t e = wgmma::raise_wgmma_smem<BM, kSPW>(moe_wgmma_kernel<BM, true, true>);
+  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<BM, kSPW>(moe_wgmma_kernel<BM, false, true>);
+  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<BM, kSPW>(moe_wgmma_kernel<BM, true, false>);
+  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<BM, kSPW>(moe_wgmma_kernel<BM, false, false>);
+  return e;
 }
 
 }  // namespace
 
 cudaError_t launch_moe_wgmma(const MoeGroupedArgs& a, bool gate_up, cudaStream_t s) {
-  if (gate_up) return a.nvfp4 ? launch<true, true>(a, s) : launch<false, true>(a, s);
-  return a.nvfp4 ? launch<true, false>(a, s) : launch<false, false>(a, s);
+  if (a.mtiles == kMoeWgmmaTiles) return launch_shape<8 * kMoeWgmmaTiles>(a, gate_up, s);
+  if (a.mtiles == kMoeWgmmaTilesSmall) return launch_shape<8 * kMoeWgmmaTilesSmall>(a, gate_up, s);
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t moe_prepare_wgmma() {
-  cudaError_t e = wgmma::raise_wgmma_smem<kBM, kSPW>(moe_wgmma_kernel<true, true>);
-  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<kBM, kSPW>(moe_wgmma_kernel<false, true>);
-  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<kBM, kSPW>(moe_wgmma_kernel<true, false>);
-  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<kBM, kSPW>(moe_wgmma_kernel<false, false>);
-  return e;
+  const cudaError_t e = prepare_shape<8 * kMoeWgmmaTiles>();
+  return e != cudaSuccess ? e : prepare_shape<8 * kMoeWgmmaTilesSmall>();
 }
 
 }  // namespace fp4moe::cuda

@@ -30,8 +30,9 @@ inline constexpr int kMoeMaxExperts = 512;     // router: 16 experts per lane of
 inline constexpr int kMoeMaxTopK = 16;         // as cpu::validate_router
 inline constexpr int kMoeMaxSlots = 1024;      // dispatch: one thread per slot in the scan
 inline constexpr int kMoeDispatchChunk = 2048; // pairs per histogram chunk
-inline constexpr int kMoeWgmmaTiles = 16;       // mtiles value that selects the wgmma kernels
-inline constexpr int kMoeWgmmaTileTokens = 8 * kMoeWgmmaTiles;  // their token tile
+inline constexpr int kMoeWgmmaTiles = 16;       // mtiles of the wgmma kernels' 128-token tiles
+inline constexpr int kMoeWgmmaTilesSmall = 12;  // ... and of their 96-token tiles
+inline constexpr bool moe_is_wgmma(int mtiles) { return mtiles == kMoeWgmmaTiles || mtiles == kMoeWgmmaTilesSmall; }
 
 // Programmatic dependent launch (pdl): the kernel may start while the previous kernel of the
 // stream finishes; every MoE kernel waits (griddepcontrol.wait) before it reads what an
@@ -133,7 +134,7 @@ struct MoeGroupedArgs {
   const int32_t* tile_off = nullptr;
   int slot_begin = 0, slot_end = 0; // the slots this launch covers (tile_off[slot_begin] is its first tile)
   int64_t max_tiles = 0;            // grid bound on the number of tiles
-  int mtiles = 1;                   // tokens per tile / 8: 1, 2, 4, 8 (moe_grouped.cuh), 16 (moe_grouped_wgmma.cu)
+  int mtiles = 1;                   // tokens per tile / 8: 1, 2, 4, 8 (moe_grouped.cuh), 12, 16 (moe_grouped_wgmma.cu)
   int tile_tokens = 8;              // tokens per tile as dispatched (8 * mtiles; min(8, T) when mtiles == 1)
   int sms = 0;                      // multiprocessors of the device (grid shape of the decode kernel)
   bool pdl = false;                 // programmatic dependent launch after the previous kernel of the stream
@@ -175,7 +176,7 @@ cudaError_t launch_moe_down(const MoeGroupedArgs& a, cudaStream_t s);
 cudaError_t moe_prepare_kernels();
 cudaError_t moe_prepare_gate_up();  // the two halves of moe_prepare_kernels, one per .cu
 cudaError_t moe_prepare_down();
-// The many-tokens kernels (mtiles == kMoeWgmmaTiles), called by the two launchers above.
+// The many-tokens kernels (moe_is_wgmma(mtiles)), called by the two launchers above.
 cudaError_t launch_moe_wgmma(const MoeGroupedArgs& a, bool gate_up, cudaStream_t s);
 cudaError_t moe_prepare_wgmma();
 

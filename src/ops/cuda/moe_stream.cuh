@@ -35,7 +35,9 @@ namespace fp4moe::cuda::moe_detail {
 using detail::cp_async16;
 using detail::cp_async_commit;
 using detail::cp_async_wait;
+using detail::a_fragment_fast;
 using detail::mma_bf16;
+using detail::tile_scales;
 
 constexpr int kStreamMaxWarps = 8;
 // 2 chunks of 4 k-tiles x 2 strips: 4.6-9.2 KB of weights in flight per warp at ~150
@@ -45,45 +47,6 @@ constexpr int kStreamMaxWarps = 8;
 constexpr int kStreamChunk = 4;  // k-tiles per register chunk
 constexpr int kStreamRing = 2;   // chunks in the ring
 
-
-// bf16 scale pairs of one tile for one quad: NV: sw[0] = (S'(j0,g), S'(j1,g)), sw[1] = the
-// rows g+8, sw[2], sw[3] the same for j2, j3; MX: sw[0] = (S'(blk0,g), S'(blk1,g)), sw[1] the
-// rows g+8. Each half equals scale_pair's (w4a16_common.cuh) for that byte.
-template <bool NV>
-__device__ __forceinline__ void tile_scales(const uint2& s, uint32_t (&sw)[4]) {
-  if constexpr (NV) {
-    sw[0] = __byte_perm(s.x, 0u, 0x4240) * 16u + 0x5A805A80u;
-    sw[1] = __byte_perm(s.x, 0u, 0x4341) * 16u + 0x5A805A80u;
-    sw[2] = __byte_perm(s.y, 0u, 0x4240) * 16u + 0x5A805A80u;
-    sw[3] = __byte_perm(s.y, 0u, 0x4341) * 16u + 0x5A805A80u;
-  } else {
-    sw[0] = __byte_perm(s.x, 0u, 0x4240) * 128u + 0x20002000u;
-    sw[1] = __byte_perm(s.x, 0u, 0x4341) * 128u + 0x20002000u;
-    sw[2] = sw[3] = 0u;
-  }
-}
-
-template <int H>
-__device__ __forceinline__ uint32_t mul_half(uint32_t a, uint32_t s) {
-  const __nv_bfloat162 A = *reinterpret_cast<const __nv_bfloat162*>(&a);
-  const __nv_bfloat162 S = *reinterpret_cast<const __nv_bfloat162*>(&s);
-  const __nv_bfloat162 r = __hmul2(A, H ? __high2bfloat162(S) : __low2bfloat162(S));
-  return *reinterpret_cast<const uint32_t*>(&r);
-}
-
-// The A fragment of k16 step J (a_fragment's values; the scale pairs prepared once per tile).
-template <bool NV, int J>
-__device__ __forceinline__ void a_fragment_fast(const uint4& codes, const uint32_t (&sw)[4], uint32_t (&a)[4]) {
-  const uint32_t q = J == 0 ? codes.x : J == 1 ? codes.y : J == 2 ? codes.z : codes.w;
-  uint32_t r[4];
-  w4_dequant_word(q, r);
-  constexpr int kW = NV ? (J >> 1) * 2 : 0;  // scale word of this step
-  constexpr int kH = NV ? (J & 1) : (J >> 1);  // its half
-  a[0] = mul_half<kH>(r[0], sw[kW]);      // row g,   k 2q..2q+1
-  a[1] = mul_half<kH>(r[1], sw[kW + 1]);  // row g+8
-  a[2] = mul_half<kH>(r[2], sw[kW]);      // row g,   k 2q+8..
-  a[3] = mul_half<kH>(r[3], sw[kW + 1]);  // row g+8
-}
 
 // One warp's stream of NS weight strips (1 or 2) of one slot over all of k: a register ring
 // of R chunks of kStreamChunk k-tiles (16-byte evict-first loads), a chunk refilled as soon

@@ -47,6 +47,55 @@ __device__ __forceinline__ void a_fragment(const uint4& codes, const uint2& sc, 
   a[3] = bf16x2_mul(r[3], sg8);  // row g+8, k 2q+8..
 }
 
+// The scale bytes' shift, as a multiplier the compiler cannot see: with a literal 16 or 128,
+// ptxas turns (p * m + c) into a shift-add (LEA) on the integer ALU, the busiest pipe of the
+// decode kernels; with a register it stays one IMAD on the FMA pipe.
+static __constant__ uint32_t kScaleShift[2] = {16u, 128u};  // NVFP4 (e5m3 << 4), MXFP4 (ue8m0 << 7)
+
+// bf16 scale pairs of one tile for one quad, prepared once per tile: NV: sw[0] =
+// (S'(j0,g), S'(j1,g)), sw[1] the rows g+8, sw[2], sw[3] the same for j2, j3; MX: sw[0] =
+// (S'(blk0,g), S'(blk1,g)), sw[1] the rows g+8. Each half equals scale_pair's for that byte:
+// one byte permute and one multiply-add per two scales (scale_pair: per scale).
+template <bool NV>
+__device__ __forceinline__ void tile_scales(const uint2& s, uint32_t (&sw)[4]) {
+  if constexpr (NV) {
+    const uint32_t m = kScaleShift[0];
+    sw[0] = __byte_perm(s.x, 0u, 0x4240) * m + 0x5A805A80u;
+    sw[1] = __byte_perm(s.x, 0u, 0x4341) * m + 0x5A805A80u;
+    sw[2] = __byte_perm(s.y, 0u, 0x4240) * m + 0x5A805A80u;
+    sw[3] = __byte_perm(s.y, 0u, 0x4341) * m + 0x5A805A80u;
+  } else {
+    const uint32_t m = kScaleShift[1];
+    sw[0] = __byte_perm(s.x, 0u, 0x4240) * m + 0x20002000u;
+    sw[1] = __byte_perm(s.x, 0u, 0x4341) * m + 0x20002000u;
+    sw[2] = sw[3] = 0u;
+  }
+}
+
+// a times the bf16 half H of s, broadcast to both halves (one HMUL2 with a half selector).
+template <int H>
+__device__ __forceinline__ uint32_t mul_half(uint32_t a, uint32_t s) {
+  const __nv_bfloat162 A = *reinterpret_cast<const __nv_bfloat162*>(&a);
+  const __nv_bfloat162 S = *reinterpret_cast<const __nv_bfloat162*>(&s);
+  const __nv_bfloat162 r = __hmul2(A, H ? __high2bfloat162(S) : __low2bfloat162(S));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+
+// The A fragment of k16 step J: a_fragment's values (the same bits), the scale pairs
+// prepared once per tile by tile_scales.
+template <bool NV, int J>
+__device__ __forceinline__ void a_fragment_fast(const uint4& codes, const uint32_t (&sw)[4], uint32_t (&a)[4]) {
+  const uint32_t q = J == 0 ? codes.x : J == 1 ? codes.y : J == 2 ? codes.z : codes.w;
+  uint32_t r[4];
+  w4_dequant_word(q, r);
+  constexpr int kW = NV ? (J >> 1) * 2 : 0;    // scale word of this step
+  constexpr int kH = NV ? (J & 1) : (J >> 1);  // its half
+  a[0] = mul_half<kH>(r[0], sw[kW]);      // row g,   k 2q..2q+1
+  a[1] = mul_half<kH>(r[1], sw[kW + 1]);  // row g+8
+  a[2] = mul_half<kH>(r[2], sw[kW]);      // row g,   k 2q+8..
+  a[3] = mul_half<kH>(r[3], sw[kW + 1]);  // row g+8
+}
+
 // D += A . B, m16n8k16, bf16 inputs, fp32 accumulators.
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
