@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(wgmma::kThreads, 1) moe_wgmma_kernel(const Moe
   const int64_t ws[kSPW] = {strip_of(warp), strip_of(8 + warp)};
   float acc[kSPW * kAcc];
   wgmma::wgmma_mainloop<kBM, NV, kSPW>(xrow, ws, sw < Tile::kStrips ? strip_of(sw) : -1, a.codes + e * a.code_stride,
-                                       a.scales + e * a.scale_stride, a.ktiles, a.k, a.x, acc, (rows + 31) / 32);
+                                       a.scales + e * a.scale_stride, a.ktiles, a.k, a.x, acc);
 
   const int g = lane / 4, q = lane % 4;
   // Accumulator s * kAcc + 4t + h (+2): token 8t + 2q + h, row g (+8) of this warp's strip s.

@@ -118,34 +118,6 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t desc_a, uint64
       : "l"(desc_a), "l"(desc_b));
 }
 
-// D[64 x 32] += A[64 x 16] . B[16 x 32], both from shared memory (descriptors, K-major).
-__device__ __forceinline__ void wgmma_ss(float (&d)[16], uint64_t desc_a, uint64_t desc_b) {
-  asm volatile(
-      "{\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, "
-      "%16, %17, 1, 1, 1, 0, 0;\n"
-      "}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "l"(desc_a), "l"(desc_b));
-}
-
-// D[64 x 64] += A[64 x 16] . B[16 x 64], both from shared memory (descriptors, K-major).
-__device__ __forceinline__ void wgmma_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b) {
-  asm volatile(
-      "{\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
-      "%32, %33, 1, 1, 1, 0, 0;\n"
-      "}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "l"(desc_a), "l"(desc_b));
-}
-
 // D[64 x 96] += A[64 x 16] . B[16 x 96], both from shared memory (descriptors, K-major).
 __device__ __forceinline__ void wgmma_ss(float (&d)[48], uint64_t desc_a, uint64_t desc_b) {
   asm volatile(
@@ -205,16 +177,11 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[128], uint64_t desc_a, uint6
 // 8 * ((i/2)%2) of m64 block s of warpgroup warp / 4 (the rows of slot s * 8 + warp), token
 // 8*(i/4) + 2q + i%2, unscaled (times 2^-62 relative to the real product: the epilogue
 // multiplies by the per-row factor).
-// ngroups (BM <= 128, CTA-uniform): the tensor cores multiply only the tile's first
-// 32 * ngroups tokens (m64n32/64/96/128k16); the accumulators of later tokens stay zero. A
-// grouped GEMM's tile that its segment fills only partly then costs the tensor work of its
-// rows rounded up to 32, not of BM.
 template <int BM, bool NV, int SPW>
 __device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow)[Tile<BM, SPW>::kXCopies],
                                                const int64_t (&wstrip)[SPW], int64_t sstrip, const uint8_t* codes,
                                                const uint8_t* scales, int64_t ktiles, int64_t k,
-                                               const __nv_bfloat16* any_x, float (&acc)[SPW * BM / 2],
-                                               int ngroups = BM / 32) {
+                                               const __nv_bfloat16* any_x, float (&acc)[SPW * BM / 2]) {
   using T = Tile<BM, SPW>;
   constexpr int kStages = T::kStages, kStageBytes = T::kStageBytes, kXStageBytes = T::kXStageBytes;
   constexpr int kAcc = BM / 2;  // accumulators per m64 block
@@ -327,25 +294,12 @@ __device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow
     const uint32_t xaddr = sbase + st * kStageBytes;
     st = st == kStages - 1 ? 0 : st + 1;
     wgmma_fence();
-    // The tile's first N tokens (N = 32 * ngroups): their accumulators are the first N/2 of
-    // each block's BM/2 (the same registers, the same k16 chain whatever N).
-    auto mma_n = [&](auto nc) {
-      constexpr int N = decltype(nc)::value;
 #pragma unroll
-      for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < 4; ++j)
 #pragma unroll
-        for (int s = 0; s < SPW; ++s)
-          wgmma_ss(*reinterpret_cast<float(*)[N / 2]>(acc + s * kAcc), smem_desc(ab + s * kATileBytes + j * 32),
-                   smem_desc(xaddr + j * 32));
-    };
-    if constexpr (BM > 128) {
-      mma_n(std::integral_constant<int, BM>{});
-    } else {
-      if (ngroups == 1) mma_n(std::integral_constant<int, 32>{});
-      else if (ngroups == 2) mma_n(std::integral_constant<int, 64>{});
-      else if (BM == 96 || ngroups == 3) mma_n(std::integral_constant<int, 96>{});
-      else mma_n(std::integral_constant<int, 128>{});
-    }
+      for (int s = 0; s < SPW; ++s)
+        wgmma_ss(*reinterpret_cast<float(*)[kAcc]>(acc + s * kAcc), smem_desc(ab + s * kATileBytes + j * 32),
+                 smem_desc(xaddr + j * 32));
     wgmma_commit();
     wgmma_wait1();  // the wgmma of kt-1 has finished reading its stage and A buffer
 #pragma unroll
