@@ -36,7 +36,7 @@ constexpr int kSPW = 2;  // strips per warp
 // The sizes of one token-tile shape.
 template <int BM>
 struct Shape {
-  using Tile = wgmma::Tile<BM, kSPW>;
+  using Tile = wgmma::RsTile<BM>;
   static constexpr int kAcc = BM / 2;                 // accumulators per thread per m64 block
   static constexpr int kRows = Tile::kRows;           // weight rows per CTA (256)
   static constexpr int kGateCols = kRows / 2;         // gate|up: intermediate columns per CTA (128)
@@ -87,8 +87,8 @@ __global__ void __launch_bounds__(wgmma::kThreads, 1) moe_wgmma_kernel(const Moe
   const int sw = threadIdx.x / kSvec;
   const int64_t ws[kSPW] = {strip_of(warp), strip_of(8 + warp)};
   float acc[kSPW * kAcc];
-  wgmma::wgmma_mainloop<kBM, NV, kSPW>(xrow, ws, sw < Tile::kStrips ? strip_of(sw) : -1, a.codes + e * a.code_stride,
-                                       a.scales + e * a.scale_stride, a.ktiles, a.k, a.x, acc);
+  wgmma::wgmma_mainloop_rs<kBM, NV>(xrow, ws, sw < Tile::kStrips ? strip_of(sw) : -1, a.codes + e * a.code_stride,
+                                    a.scales + e * a.scale_stride, a.ktiles, a.k, a.x, acc);
 
   const int g = lane / 4, q = lane % 4;
   // Accumulator s * kAcc + 4t + h (+2): token 8t + 2q + h, row g (+8) of this warp's strip s.
@@ -158,10 +158,14 @@ cudaError_t launch_shape(const MoeGroupedArgs& a, bool gate_up, cudaStream_t s) 
 
 template <int BM>
 cudaError_t prepare_shape() {
-  cudaError_t e = wgmma::raise_wgmma_smem<BM, kSPW>(moe_wgmma_kernel<BM, true, true>);
-  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<BM, kSPW>(moe_wgmma_kernel<BM, false, true>);
-  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<BM, kSPW>(moe_wgmma_kernel<BM, true, false>);
-  if (e == cudaSuccess) e = wgmma::raise_wgmma_smem<BM, kSPW>(moe_wgmma_kernel<BM, false, false>);
+  cudaError_t e = cudaSuccess;
+  auto raise = [&](auto kernel) {
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape<BM>::Tile::kSmemBytes);
+  };
+  raise(moe_wgmma_kernel<BM, true, true>);
+  raise(moe_wgmma_kernel<BM, false, true>);
+  raise(moe_wgmma_kernel<BM, true, false>);
+  raise(moe_wgmma_kernel<BM, false, false>);
   return e;
 }
 

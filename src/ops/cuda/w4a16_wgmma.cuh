@@ -98,6 +98,7 @@ __device__ __forceinline__ void stmatrix_x4(uint32_t addr, const uint32_t (&r)[4
 }
 // Keeps the compiler from reusing or moving a register the tensor cores still read/write.
 __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+__device__ __forceinline__ void reg_fence_u32(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
 
 // D[64 x 128] += A[64 x 16] . B[16 x 128], both from shared memory (descriptors, K-major).
 __device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b) {
@@ -160,6 +161,44 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[128], uint64_t desc_a, uint6
         "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
         "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
       : "l"(desc_a), "l"(desc_b));
+}
+
+// D[64 x 96] += A[64 x 16] . B[16 x 96], A from registers (each warp's 16 rows as the
+// m16n8k16 A fragment), B from shared memory (descriptor, K-major).
+__device__ __forceinline__ void wgmma_rs(float (&d)[48], const uint32_t (&a)[4], uint64_t desc_b) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47}, "
+      "{%48, %49, %50, %51}, %52, 1, 1, 1, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+}
+
+// D[64 x 128] += A[64 x 16] . B[16 x 128], A from registers (each warp's 16 rows as the
+// m16n8k16 A fragment), B from shared memory (descriptor, K-major).
+__device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+      "{%64, %65, %66, %67}, %68, 1, 1, 1, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
 }
 
 // The k-loop of one CTA tile: 128 SPW weight rows (this CTA's 8 SPW strips) x BM tokens, all
@@ -319,6 +358,157 @@ __device__ __forceinline__ void wgmma_mainloop(const __nv_bfloat16* const (&xrow
                                                float (&acc)[BM / 2]) {
   const int64_t ws[1] = {wstrip};
   wgmma_mainloop<BM, NV, 1>(xrow, ws, sstrip, codes, scales, ktiles, k, any_x, acc);
+}
+
+// ---- the register-A k-loop (the grouped MoE kernel) ---------------------------------------
+// wgmma_mainloop's pipeline and roles with the weight operand taken from registers (wgmma with
+// A in registers): each warp dequantizes its two strips' A fragments of a k-tile (the
+// repacked layout gives a lane exactly the m16n8k16 A fragment of its warp's 16 rows, which is
+// a warp's slice of the m64 A operand) and hands them to the tensor cores directly. The weights
+// never pass through shared memory: no A tile stores, no A operand reads, no warpgroup barrier
+// or proxy fence for them, ~64 KB less shared-memory traffic per 64-k tile (of ~160 KB at 128
+// tokens). Two register sets of fragments alternate between consecutive k-tiles: the set of
+// tile kt is rewritten by tile kt + 2, after tile kt + 1's wgmma.wait_group 1 has retired tile
+// kt's wgmma. Products and k order are the shared-memory loop's (the same bits).
+// Stage layout as Tile<BM, 2>: activations [BM][128 B], codes [slot][512 B], scales [slot][scale tile].
+template <int BM>
+struct RsTile {
+  static constexpr int kStrips = 16;                 // two per warp
+  static constexpr int kRows = kStrips * kTileRows;  // 256 weight rows per CTA
+  static constexpr int kWStageBytes = kStrips * kTileCodeBytes;
+  static constexpr int kSStageBytes = kStrips * kNvScaleBytesPerTile;
+  static constexpr int kStages = 6;
+  static constexpr int kXStageBytes = BM * 128;
+  static constexpr int kStageBytes = (kXStageBytes + kWStageBytes + kSStageBytes + 1023) / 1024 * 1024;
+  static constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + alignment
+  static constexpr int kXCopies = BM * 8 / kThreads;
+  static_assert(BM == 96 || BM == 128, "the MoE kernel's token tiles");
+  static_assert(kStageBytes % 1024 == 0 && kSmemBytes <= 227 * 1024, "aligned stages that fit an SM");
+  static_assert(BM * 8 % kThreads == 0, "whole activation chunks per thread");
+};
+
+// Arguments and accumulator layout as wgmma_mainloop<BM, NV, 2>.
+template <int BM, bool NV>
+__device__ __forceinline__ void wgmma_mainloop_rs(const __nv_bfloat16* const (&xrow)[RsTile<BM>::kXCopies],
+                                                  const int64_t (&wstrip)[2], int64_t sstrip, const uint8_t* codes,
+                                                  const uint8_t* scales, int64_t ktiles, int64_t k,
+                                                  const __nv_bfloat16* any_x, float (&acc)[BM]) {
+  using T = RsTile<BM>;
+  constexpr int kStages = T::kStages, kStageBytes = T::kStageBytes, kXStageBytes = T::kXStageBytes;
+  constexpr int kAcc = BM / 2;  // accumulators per m64 block
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const uint32_t sbase = (raw + 1023u) & ~1023u;
+  uint8_t* const gbase = smem_raw + (sbase - raw);
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  constexpr int kScaleTile = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
+  constexpr int kSvec = kScaleTile / 16, kScopies = T::kStrips * kSvec;
+
+  const int xr0 = threadIdx.x / 8, xc = threadIdx.x % 8;
+  const uint32_t xdst = static_cast<uint32_t>(xr0 * 128 + ((xc ^ (xr0 & 7)) * 16));
+  bool w_ok[2];
+  const uint8_t* wsrc[2];
+#pragma unroll
+  for (int s = 0; s < 2; ++s) {
+    w_ok[s] = wstrip[s] >= 0;
+    wsrc[s] = codes + (w_ok[s] ? wstrip[s] * ktiles * kTileCodeBytes + lane * 16 : 0);
+  }
+  const uint32_t wdst = kXStageBytes + threadIdx.x * 16;  // slot s: + s * kThreads * 16
+  const bool s_ok = threadIdx.x < kScopies && sstrip >= 0;
+  const uint8_t* ssrc = scales + (s_ok ? sstrip * ktiles * kScaleTile + (threadIdx.x % kSvec) * 16 : 0);
+  const uint32_t sdst = kXStageBytes + T::kWStageBytes + threadIdx.x * 16;
+  const int kdim = static_cast<int>(k);
+
+  auto issue = [&](int kt, int st) {
+    const uint32_t base = sbase + st * kStageBytes;
+    const bool k_ok = kt * kTileK + xc * 8 < kdim;
+#pragma unroll
+    for (int i = 0; i < T::kXCopies; ++i) {
+      const bool ok = k_ok && xrow[i] != nullptr;
+      cp_async16(base + xdst + i * 32 * 128, ok ? xrow[i] + kt * kTileK : any_x, ok);
+    }
+#pragma unroll
+    for (int s = 0; s < 2; ++s)
+      cp_async16(base + wdst + s * kThreads * 16, w_ok[s] ? wsrc[s] + static_cast<int64_t>(kt) * kTileCodeBytes : codes,
+                 w_ok[s]);
+    if (threadIdx.x < kScopies)
+      cp_async16(base + sdst, s_ok ? ssrc + static_cast<int64_t>(kt) * kScaleTile : scales, s_ok);
+  };
+
+#pragma unroll
+  for (int i = 0; i < 2 * kAcc; ++i) acc[i] = 0.0f;
+
+  const int kts = static_cast<int>(ktiles);
+#pragma unroll
+  for (int st = 0; st < kStages - 2; ++st) {
+    if (st < kts) issue(st, st);
+    asm volatile("cp.async.commit_group;\n" ::);
+  }
+  int st = 0, fill = kStages - 2;  // stages of tiles kt and kt + kStages - 2
+  // One k-tile with fragment set af ([strip][k16 step][register]).
+  auto tile = [&](int kt, uint32_t (&af)[2][4][4], uint32_t (&af_prev)[2][4][4]) {
+    // Tile kt has landed (this thread's copies), and every thread is past tile kt-1, whose
+    // wgmma_wait1 retired the wgmma of kt-2: that stage (and fragment set af) is free again.
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 3));
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // this thread's copies -> tensor cores
+    __syncthreads();
+    if (kt + kStages - 2 < kts) issue(kt + kStages - 2, fill);
+    asm volatile("cp.async.commit_group;\n" ::);
+    fill = fill == kStages - 1 ? 0 : fill + 1;
+    const uint8_t* wb = gbase + st * kStageBytes + kXStageBytes;
+    const uint8_t* sb = wb + T::kWStageBytes;
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      const int slot = s * 8 + warp;
+      const uint4 cw = *reinterpret_cast<const uint4*>(wb + slot * kTileCodeBytes + lane * 16);
+      uint2 sc;
+      if constexpr (NV) sc = *reinterpret_cast<const uint2*>(sb + slot * kNvScaleBytesPerTile + g * 8);
+      else sc = make_uint2(*reinterpret_cast<const uint32_t*>(sb + slot * kMxScaleBytesPerTile + g * 4), 0u);
+      uint32_t sw[4];
+      detail::tile_scales<NV>(sc, sw);
+      // padded k: zero codes (w4a16_layout.h), and B is zero there too
+      detail::a_fragment_fast<NV, 0>(cw, sw, af[s][0]);
+      detail::a_fragment_fast<NV, 1>(cw, sw, af[s][1]);
+      detail::a_fragment_fast<NV, 2>(cw, sw, af[s][2]);
+      detail::a_fragment_fast<NV, 3>(cw, sw, af[s][3]);
+    }
+    const uint32_t xaddr = sbase + st * kStageBytes;
+    st = st == kStages - 1 ? 0 : st + 1;
+    // The fragments are complete before the fence (the compiler may not sink their
+    // arithmetic past it: a register written inside the wgmma group serializes the group).
+#pragma unroll
+    for (int s = 0; s < 2; ++s)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) reg_fence_u32(af[s][j][r]);
+    wgmma_fence();  // the fragments just written -> the tensor cores
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int s = 0; s < 2; ++s)
+        wgmma_rs(*reinterpret_cast<float(*)[kAcc]>(acc + s * kAcc), af[s][j], smem_desc(xaddr + j * 32));
+    wgmma_commit();
+    wgmma_wait1();  // the wgmma of kt-1 has finished reading its stage and fragment set
+#pragma unroll
+    for (int i = 0; i < 2 * kAcc; ++i) reg_fence(acc[i]);
+  };
+  uint32_t af0[2][4][4], af1[2][4][4];
+  // Pairs of tiles, then an odd last one: no path reaches a tile writing af0 while a group
+  // reading af0 may be in flight (a conditional second tile inside the loop would make ptxas
+  // serialize every wgmma: C7513).
+  int kt = 0;
+  for (; kt + 1 < kts; kt += 2) {
+    tile(kt, af0, af1);
+    tile(kt + 1, af1, af0);
+  }
+  if (kt < kts) tile(kt, af0, af1);
+  wgmma_wait0();
+#pragma unroll
+  for (int i = 0; i < 2 * kAcc; ++i) reg_fence(acc[i]);
+  asm volatile("cp.async.wait_group 0;\n" ::);
 }
 
 // The CTA's 1024-aligned shared-memory base (the pipeline stages; free for an epilogue once
