@@ -1,7 +1,8 @@
-// Grouped FP4 GEMM of the MoE layer for many tokens per expert (prefill): the wgmma mainloop
-// of the prefill linear (w4a16_wgmma.cuh: weights dequantized into shared memory,
-// asynchronous tensor cores) over token tiles of the expert segments, with the grouped
-// kernels' tile lookup and epilogues (moe_grouped.cuh describes the data flow):
+// Grouped FP4 GEMM of the MoE layer for many tokens per expert (prefill): the register-A
+// wgmma mainloop (w4a16_wgmma.cuh, wgmma_mainloop_rs: each warp's dequantized weight
+// fragments go straight to the asynchronous tensor cores, the activations come from shared
+// memory) over token tiles of the expert segments, with the grouped kernels' tile lookup and
+// epilogues (moe_grouped.cuh describes the data flow):
 //   - Token tiles of BM = 128 tokens, or 96 (mtiles 12) when the experts' mean load is
 //     49-72 tokens (V4-Pro at T = 4096, 64 per expert: one 96-token tile per expert fills
 //     it to 0.67 where a 128-token tile would be half empty: 25% less tensor work for the

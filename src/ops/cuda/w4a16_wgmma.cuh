@@ -14,9 +14,10 @@
 //   The linear: SPW = 1, BM = 128 or 256 (the launcher takes 256 when the tokens fill the
 //   wave with it: twice the tensor work per dequantized tile); m64nBMk16 per warpgroup per
 //   k16 step; BM/2 fp32 accumulators per thread.
-//   The MoE kernel: SPW = 2, BM = 128 or 96; per k16 step each warpgroup issues two
-//   m64nBMk16 (its two m64 blocks) on the same activation tile, so one activation tile
-//   (copies, barrier, fences) serves 256 weight rows; 2 x BM/2 fp32 accumulators per thread.
+//   The MoE kernel runs wgmma_mainloop_rs below: SPW = 2 with the weights from registers,
+//   BM = 128 or 96; per k16 step each warpgroup issues two m64nBMk16 (its two m64 blocks) on
+//   the same activation tile, so one activation tile (copies, barrier, fences) serves 256
+//   weight rows; 2 x BM/2 fp32 accumulators per thread.
 //   Pipeline: S stages of cp.async (activations, weight codes, scales; S = 6 at BM <= 128, 5
 //   at 256), prefetch distance S-2.
 //   Iteration kt: wait for tile kt, barrier, issue the copies of tile kt+S-2 into the stage
