@@ -449,7 +449,7 @@ __device__ __forceinline__ void wgmma_mainloop_rs(const __nv_bfloat16* const (&x
   }
   int st = 0, fill = kStages - 2;  // stages of tiles kt and kt + kStages - 2
   // One k-tile with fragment set af ([strip][k16 step][register]).
-  auto tile = [&](int kt, uint32_t (&af)[2][4][4], uint32_t (&af_prev)[2][4][4]) {
+  auto tile = [&](int kt, uint32_t (&af)[2][4][4]) {
     // Tile kt has landed (this thread's copies), and every thread is past tile kt-1, whose
     // wgmma_wait1 retired the wgmma of kt-2: that stage (and fragment set af) is free again.
     asm volatile("cp.async.wait_group %0;\n" ::"n"(kStages - 3));
@@ -502,10 +502,10 @@ __device__ __forceinline__ void wgmma_mainloop_rs(const __nv_bfloat16* const (&x
   // serialize every wgmma: C7513).
   int kt = 0;
   for (; kt + 1 < kts; kt += 2) {
-    tile(kt, af0, af1);
-    tile(kt + 1, af1, af0);
+    tile(kt, af0);
+    tile(kt + 1, af1);
   }
-  if (kt < kts) tile(kt, af0, af1);
+  if (kt < kts) tile(kt, af0);
   wgmma_wait0();
 #pragma unroll
   for (int i = 0; i < 2 * kAcc; ++i) reg_fence(acc[i]);
