@@ -5,8 +5,9 @@
 // epilogues (moe_grouped.cuh describes the data flow):
 //   - Token tiles of BM = 128 tokens, or 96 (mtiles 12) when the experts' mean load is
 //     49-72 tokens (V4-Pro at T = 4096, 64 per expert: one 96-token tile per expert fills
-//     it to 0.67 where a 128-token tile would be half empty: 25% less tensor work for the
-//     same dequantization). moe_mtiles (moe.cu) picks the size from T x top-k / experts.
+//     it to 0.67 where a 128-token tile would be half empty: a quarter less tensor work and
+//     activation traffic through shared memory for the same dequantization; measured -15%,
+//     notes/gpu-notes.md step 25). moe_mtiles (moe.cu) picks the size from T x top-k / experts.
 //   - One CTA = 256 weight rows of ONE expert x one tile of up to BM tokens of its segment,
 //     over all of k: two strips per warp (the mainloop's SPW = 2), so each warpgroup issues
 //     two m64nBMk16 per k16 step on the same activation tile, and one activation tile
