@@ -223,6 +223,16 @@ TEST(MoeLayer, PinnedTokenTilesGiveIdenticalBits) {
       const RunResult r = run_gpu(f, x, logits, {}, T, cuda::MoeOptions{mt});
       ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4)) << "H " << H << " I " << I << " mtiles " << mt;
     }
+    // The weight-streaming kernel's tile tokens and CTA widths (3 tokens: partial tiles of
+    // every row count; 5 and 7 warps: a last CTA with fewer items than warps).
+    for (const auto& [tt, wp] : {std::pair<int, int>{1, 1}, {3, 5}, {4, 6}, {8, 7}, {8, 8}, {5, 2}}) {
+      cuda::MoeOptions o{1};
+      o.stream_tokens = tt;
+      o.stream_warps = wp;
+      const RunResult r = run_gpu(f, x, logits, {}, T, o);
+      ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4))
+          << "H " << H << " I " << I << " stream tokens " << tt << " warps " << wp;
+    }
   }
 }
 
@@ -410,6 +420,13 @@ TEST(MoeLayer, RejectsBadInput) {
   EXPECT_THROW(cuda::MoeLayer::create(bad), std::invalid_argument);
   cuda::MoeWorkspace ws = cuda::MoeWorkspace::create(*f.dev, 4);
   EXPECT_THROW(cuda::moe_forward(*f.dev, nullptr, 5, nullptr, nullptr, nullptr, nullptr, ws, nullptr), std::invalid_argument);
+  for (auto set : {+[](cuda::MoeOptions& o) { o.mtiles = 3; }, +[](cuda::MoeOptions& o) { o.stream_tokens = 0; },
+                   +[](cuda::MoeOptions& o) { o.stream_tokens = 9; }, +[](cuda::MoeOptions& o) { o.stream_warps = 0; },
+                   +[](cuda::MoeOptions& o) { o.stream_warps = 9; }}) {
+    cuda::MoeOptions o;
+    set(o);
+    EXPECT_THROW(cuda::moe_forward(*f.dev, nullptr, 0, nullptr, nullptr, nullptr, nullptr, ws, nullptr, o), std::invalid_argument);
+  }
 }
 
 // ---- T x hidden > 2^31 (int32 offsets would overflow); outside the sanitizer ---------------

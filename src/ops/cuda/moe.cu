@@ -31,6 +31,16 @@ MoeRouterKind device_kind(cpu::RouterKind k) {
   return MoeRouterKind::kV4Scored;
 }
 
+void check_options(const MoeOptions& opt, const std::string& w) {
+  if (opt.mtiles && *opt.mtiles != 1 && *opt.mtiles != 2 && *opt.mtiles != 4 && *opt.mtiles != 8 &&
+      !moe_is_wgmma(*opt.mtiles))
+    throw std::invalid_argument(w + ": mtiles must be 1, 2, 4, 8, 12 or 16");
+  if (opt.stream_tokens && (*opt.stream_tokens < 1 || *opt.stream_tokens > 8))
+    throw std::invalid_argument(w + ": stream_tokens must be in 1..8");
+  if (opt.stream_warps && (*opt.stream_warps < 1 || *opt.stream_warps > 8))
+    throw std::invalid_argument(w + ": stream_warps must be in 1..8");
+}
+
 struct Plan {
   int mt_routed, mt_shared;
   int tt_routed, tt_shared;  // tokens per tile as dispatched
@@ -39,14 +49,19 @@ struct Plan {
 // Tiles of at most 8 tokens run the weight-streaming kernel (moe_stream.cuh), which stages a
 // tile's activation rows for all of k in shared memory: with fewer than 8 tokens in the call
 // its tiles hold at most T tokens (a slot can hold a token twice only through duplicate
-// routes, which then fill more tiles). Layers too wide for that stage use 16-token tiles.
+// routes, which then fill more tiles). While the experts average at most 2 pairs, a tile
+// holds at most 4 tokens: a smaller stage leaves room for more CTAs per SM, and the rare
+// expert with more tokens reads its weights once per tile (the tiles run side by side, so
+// mostly from L2). Layers too wide for that stage use 16-token tiles.
 Plan plan_for(const MoeLayer& L, int64_t T, const MoeOptions& opt) {
   const int64_t k = L.spec.router.top_k;
+  const int64_t per_slot = (T * k + L.spec.n_local - 1) / L.spec.n_local;
   const bool stream_fits = moe_stream_fits(std::max(L.spec.hidden, L.spec.inter));
+  const int stream_tt = opt.stream_tokens ? *opt.stream_tokens : per_slot <= 2 ? 4 : 8;
   auto fit = [&](int mt) { return mt == 1 && !stream_fits ? 2 : mt; };
-  auto tokens = [&](int mt) { return mt == 1 ? static_cast<int>(std::clamp<int64_t>(T, 1, 8)) : 8 * mt; };
+  auto tokens = [&](int mt) { return mt == 1 ? static_cast<int>(std::clamp<int64_t>(T, 1, stream_tt)) : 8 * mt; };
   Plan p;
-  p.mt_routed = fit(opt.mtiles ? *opt.mtiles : moe_mtiles((T * k + L.spec.n_local - 1) / L.spec.n_local));
+  p.mt_routed = fit(opt.mtiles ? *opt.mtiles : moe_mtiles(per_slot));
   p.mt_shared = L.spec.has_shared ? fit(std::max(p.mt_routed, moe_mtiles(T))) : p.mt_routed;
   p.tt_routed = tokens(p.mt_routed);
   p.tt_shared = tokens(p.mt_shared);
@@ -265,9 +280,7 @@ void moe_dispatch(const MoeLayer& L, int64_t T, const int32_t* n_valid, MoeWorks
                   const MoeOptions& opt) {
   const std::string w = where(L.spec) + ": dispatch " + std::to_string(T) + " tokens";
   if (T < 0 || T > ws.max_tokens) throw std::invalid_argument(w + ": T outside the workspace");
-  if (opt.mtiles && *opt.mtiles != 1 && *opt.mtiles != 2 && *opt.mtiles != 4 && *opt.mtiles != 8 &&
-      !moe_is_wgmma(*opt.mtiles))
-    throw std::invalid_argument(w + ": mtiles must be 1, 2, 4, 8, 12 or 16");
+  check_options(opt, w);
   const Plan p = plan_for(L, T, opt);
   MoeDispatchArgs a;
   a.ids = ws.ids.get<int32_t>();
@@ -336,6 +349,7 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
                  const int32_t* n_valid, __nv_bfloat16* out, MoeWorkspace& ws, cudaStream_t s, const MoeOptions& opt) {
   const std::string w = where(L.spec) + ": forward " + std::to_string(T) + " tokens";
   if (T < 0 || T > ws.max_tokens) throw std::invalid_argument(w + ": T outside the workspace's [0, " + std::to_string(ws.max_tokens) + "]");
+  check_options(opt, w);
   if (T == 0) return;
   if (!x || !out) throw std::invalid_argument(w + ": null input or output");
   moe_route(L, logits, T, token_ids, n_valid, ws, s);
@@ -366,6 +380,7 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   gu.seg_off = ws.seg_off.get<int32_t>();
   gu.tile_off = ws.tile_off.get<int32_t>();
   gu.sms = device_sm_count();  // cached (cuda_check.h)
+  gu.stream_warps = opt.stream_warps.value_or(0);
   MoeGroupedArgs dn = gu;
   dn.codes = L.dn_codes.get<uint8_t>();
   dn.scales = L.dn_scales.get<uint8_t>();

@@ -137,6 +137,7 @@ struct MoeGroupedArgs {
   int mtiles = 1;                   // tokens per tile / 8: 1, 2, 4, 8 (moe_grouped.cuh), 12, 16 (moe_grouped_wgmma.cu)
   int tile_tokens = 8;              // tokens per tile as dispatched (8 * mtiles; min(8, T) when mtiles == 1)
   int sms = 0;                      // multiprocessors of the device (grid shape of the decode kernel)
+  int stream_warps = 0;             // mtiles == 1: warps per CTA (1..8); 0: chosen from the occupancy
   bool pdl = false;                 // programmatic dependent launch after the previous kernel of the stream
 };
 #ifdef __CUDACC__

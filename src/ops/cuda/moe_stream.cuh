@@ -3,7 +3,8 @@
 //   - One warp = one work item over all of k: gate|up: 16 intermediate columns (the gate strip
 //     and the matching up strip, 2 x 16 weight rows sharing each activation fragment, so the
 //     SwiGLU epilogue is warp-local); down: 2 strips (32 output rows).
-//   - A CTA = W warps (W = 4, 2 or 1, chosen on the host from the grid size) = W items of ONE tile;
+//   - A CTA = W warps = W items of ONE tile; W is the width (4..8) that keeps the most warps
+//     resident per SM for the tile's stage size, halved while the grid would not cover the SMs;
 //     the tile is found from blockIdx (moe_find_tile), and its activation rows (at most
 //     tile_tokens <= 8, the dispatch's tile size) are staged ONCE into shared memory for all
 //     of k (tile_tokens x (K + 8) bf16), then one __syncthreads, then each warp streams on
@@ -25,7 +26,10 @@
 
 #include <cuda_bf16.h>
 
+#include <mutex>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "ops/cuda/moe_kernels.h"
 #include "ops/cuda/w4a16_common.cuh"
@@ -49,13 +53,13 @@ constexpr int kStreamRing = 2;   // chunks in the ring
 
 
 // One warp's stream of NS weight strips (1 or 2) of one slot over all of k: a register ring
-// of R chunks of kStreamChunk k-tiles (16-byte evict-first loads), a chunk refilled as soon
+// of R chunks of C k-tiles (16-byte evict-first loads), a chunk refilled as soon
 // as it is consumed; each k16 step reads its activation fragment by ldmatrix from shared
 // memory and runs one mma.sync per strip. start() issues the first chunks (so a caller may
 // wait for its activations afterwards), run() multiplies all of k.
-template <bool NV, int NS = 2, int R = kStreamRing>
+template <bool NV, int NS = 2, int R = kStreamRing, int C = kStreamChunk>
 struct StripRing {
-  static constexpr int kC = kStreamChunk;
+  static constexpr int kC = C;
   static constexpr int kSB = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
   const uint8_t* pc[NS];  // the next chunk of each strip (immediate offsets inside a chunk)
   const uint8_t* ps[NS];
@@ -227,7 +231,7 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     has1 = 2 * item + 1 < strips;
     s1 = has1 ? s0 + 1 : s0;  // odd strip count: the last item reads its strip twice, writes once
   }
-  StripRing<NV> ring;
+  StripRing<NV, 2, kStreamRing, kStreamChunk> ring;
   ring.start(a.codes + e * a.code_stride, a.scales + e * a.scale_stride, a.ktiles, {s0, s1}, lane, active);
   if constexpr (!GATEUP) {
     moe_pdl_wait();  // h (gate|up's output) is read below
@@ -262,19 +266,50 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
 // Dynamic shared memory of one CTA: the tile's activation rows for all of k.
 inline int64_t stream_smem_bytes(int64_t k, int tile_tokens) { return static_cast<int64_t>(tile_tokens) * (k + 8) * 2; }
 
+// Warps per CTA that keep the most warps resident per multiprocessor for a stage of `smem`
+// bytes: registers and the activation stage both bound the CTAs per SM, so a wide stage (V4-Pro
+// gate|up, k = 7168: 115 KB for 8 tokens, two CTAs per SM) needs wider CTAs (6 warps: 12 per
+// SM instead of 8). Ties go to the narrower CTA (finer placement). Cached per stage size; the
+// query is not a stream operation, so it is safe during graph capture.
+template <bool GATEUP, bool NV>
+cudaError_t stream_width(int64_t smem, int& width) {
+  static std::mutex mu;
+  static std::vector<std::pair<int64_t, int>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  for (const auto& [bytes, w] : cache)
+    if (bytes == smem) return width = w, cudaSuccess;
+  int best_w = 4, best = 0;
+  for (int w = 4; w <= kStreamMaxWarps; ++w) {
+    int ctas = 0;
+    const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, moe_stream_kernel<NV, GATEUP>, 32 * w,
+                                                                        static_cast<size_t>(smem));
+    if (e != cudaSuccess) return e;
+    if (ctas * w > best) best = ctas * w, best_w = w;
+  }
+  cache.emplace_back(smem, best_w);
+  width = best_w;
+  return cudaSuccess;
+}
+
 template <bool GATEUP, bool NV>
 cudaError_t launch_stream(const MoeGroupedArgs& a, cudaStream_t s) {
   const int64_t strips = (a.n + kTileRows - 1) / kTileRows;
   const int64_t items = GATEUP ? a.inter / kTileRows : (strips + 1) / 2;
-  // Fewer warps per CTA when the grid would not cover the SMs several times over, so that
-  // the few items of a decode call spread evenly (a CTA is the unit the hardware places).
-  int w = 4;
-  const int64_t target = 6 * static_cast<int64_t>(a.sms > 0 ? a.sms : 132);
-  while (w > 1 && a.max_tiles * ((items + w - 1) / w) < target) w /= 2;
+  const int64_t smem = stream_smem_bytes(a.k, a.tile_tokens);
+  if (smem > kMoeStreamMaxSmem) return cudaErrorInvalidValue;
+  int w = a.stream_warps;
+  if (w == 0) {
+    const cudaError_t e = stream_width<GATEUP, NV>(smem, w);
+    if (e != cudaSuccess) return e;
+    // Narrower CTAs when the grid would not cover the SMs several times over, so that the
+    // few items of a decode call spread evenly (a CTA is the unit the hardware places).
+    const int64_t target = 6 * static_cast<int64_t>(a.sms > 0 ? a.sms : 132);
+    while (w > 1 && a.max_tiles * ((items + w - 1) / w) < target) w /= 2;
+  }
+  if (w < 1 || w > kStreamMaxWarps) return cudaErrorInvalidValue;
   const int64_t groups = (items + w - 1) / w;
   const int64_t blocks = a.max_tiles * groups;
-  const int64_t smem = stream_smem_bytes(a.k, a.tile_tokens);
-  if (smem > kMoeStreamMaxSmem || blocks >= (int64_t{1} << 31)) return cudaErrorInvalidValue;
+  if (blocks >= (int64_t{1} << 31)) return cudaErrorInvalidValue;
   return moe_launch(moe_stream_kernel<NV, GATEUP>, dim3(static_cast<unsigned>(blocks)), dim3(32 * w),
                     static_cast<size_t>(smem), s, a.pdl, a, static_cast<int>(groups));
 }
