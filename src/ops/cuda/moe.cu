@@ -49,15 +49,15 @@ struct Plan {
 // Tiles of at most 8 tokens run the weight-streaming kernel (moe_stream.cuh), which stages a
 // tile's activation rows for all of k in shared memory: with fewer than 8 tokens in the call
 // its tiles hold at most T tokens (a slot can hold a token twice only through duplicate
-// routes, which then fill more tiles). While the experts average at most 2 pairs, a tile
-// holds at most 4 tokens: a smaller stage leaves room for more CTAs per SM, and the rare
-// expert with more tokens reads its weights once per tile (the tiles run side by side, so
-// mostly from L2). Layers too wide for that stage use 16-token tiles.
+// routes, which then fill more tiles). While the experts average at most 1 pair, a tile
+// holds at most 4 tokens: a smaller stage leaves room for more, narrower CTAs per SM, and the
+// rare expert with more tokens reads its weights once per tile (the tiles run side by side,
+// so mostly from L2). Layers too wide for that stage use 16-token tiles.
 Plan plan_for(const MoeLayer& L, int64_t T, const MoeOptions& opt) {
   const int64_t k = L.spec.router.top_k;
   const int64_t per_slot = (T * k + L.spec.n_local - 1) / L.spec.n_local;
   const bool stream_fits = moe_stream_fits(std::max(L.spec.hidden, L.spec.inter));
-  const int stream_tt = opt.stream_tokens ? *opt.stream_tokens : per_slot <= 2 ? 4 : 8;
+  const int stream_tt = opt.stream_tokens ? *opt.stream_tokens : T * k <= L.spec.n_local ? 4 : 8;
   auto fit = [&](int mt) { return mt == 1 && !stream_fits ? 2 : mt; };
   auto tokens = [&](int mt) { return mt == 1 ? static_cast<int>(std::clamp<int64_t>(T, 1, stream_tt)) : 8 * mt; };
   Plan p;

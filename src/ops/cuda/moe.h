@@ -96,7 +96,7 @@ struct MoeOptions {
   // fits it and no tile size is pinned; false: the grouped path (the same bits).
   bool single_token = true;
   // Tiles of at most 8 tokens (the weight-streaming kernel, moe_stream.cuh): pin the tokens per
-  // tile (1..8; default 4 while the experts average at most 2 pairs, else 8) and the warps per
+  // tile (1..8; default 4 while the experts average at most 1 pair, else 8) and the warps per
   // CTA (1..8; default from the occupancy). For comparisons: the bits do not depend on either.
   std::optional<int> stream_tokens;
   std::optional<int> stream_warps;

@@ -3,8 +3,8 @@
 //   - One warp = one work item over all of k: gate|up: 16 intermediate columns (the gate strip
 //     and the matching up strip, 2 x 16 weight rows sharing each activation fragment, so the
 //     SwiGLU epilogue is warp-local); down: 2 strips (32 output rows).
-//   - A CTA = W warps = W items of ONE tile; W is the width (4..8) that keeps the most warps
-//     resident per SM for the tile's stage size, halved while the grid would not cover the SMs;
+//   - A CTA = W warps = W items of ONE tile; W is the narrowest width in 4..8 that keeps the most
+//     warps resident per SM for the tile's stage size, halved while the grid would not cover the SMs;
 //     the tile is found from blockIdx (moe_find_tile), and its activation rows (at most
 //     tile_tokens <= 8, the dispatch's tile size) are staged ONCE into shared memory for all
 //     of k (tile_tokens x (K + 8) bf16), then one __syncthreads, then each warp streams on
@@ -47,7 +47,8 @@ constexpr int kStreamMaxWarps = 8;
 // 2 chunks of 4 k-tiles x 2 strips: 4.6-9.2 KB of weights in flight per warp at ~150
 // registers, 13 warps per SM. Measured on H100 against 3 chunks of 4 (~205-240 registers,
 // 8-9 warps per SM), 3 of 2 and 4 of 2: the most warps per SM won, up to the point where a
-// chunk shrank to 2 k-tiles (V4-Flash T=8 267 us against 304, 294, 283).
+// chunk shrank to 2 k-tiles (V4-Flash T=8 267 us against 304, 294, 283). On the H200, 3 chunks of
+// 2 (128 registers, 16 warps per SM) and registers capped at 128 or 136 also lost (notes step 29).
 constexpr int kStreamChunk = 4;  // k-tiles per register chunk
 constexpr int kStreamRing = 2;   // chunks in the ring
 
@@ -269,8 +270,9 @@ inline int64_t stream_smem_bytes(int64_t k, int tile_tokens) { return static_cas
 // Warps per CTA that keep the most warps resident per multiprocessor for a stage of `smem`
 // bytes: registers and the activation stage both bound the CTAs per SM, so a wide stage (V4-Pro
 // gate|up, k = 7168: 115 KB for 8 tokens, two CTAs per SM) needs wider CTAs (6 warps: 12 per
-// SM instead of 8). Ties go to the narrower CTA (finer placement). Cached per stage size; the
-// query is not a stream operation, so it is safe during graph capture.
+// SM instead of 8). Ties go to the narrower CTA; below 4 warps a CTA stages its tile's rows
+// for too few warps (measured: 1- and 2-warp CTAs at equal occupancy are 5-10% slower).
+// Cached per stage size; the query is not a stream operation, so it is safe during capture.
 template <bool GATEUP, bool NV>
 cudaError_t stream_width(int64_t smem, int& width) {
   static std::mutex mu;
