@@ -21,12 +21,11 @@
 // Output: a markdown table on stdout, one JSON object per row (--json FILE); token tiles 0: the
 // call ran the single-token kernel (moe_single_token.cu), no tiles.
 // Usage: bench_moe [--json FILE] [--t LIST] [--models flash,pro] [--no-baseline] [--grouped]
-//                  [--mtiles N] [--stream-tokens N] [--stream-warps N] [--stream-items N]
+//                  [--mtiles N] [--stream-tokens N] [--stream-warps N]
 // (--no-baseline: fp4moe alone, eager and graph, e.g. under a profiler; --grouped: one-token
 // calls on the grouped path instead of the single-token kernel, for comparison; --mtiles: pin
 // the routed experts' token tiles, 1, 2, 4, 8, 12 or 16 eighths, for comparison; --stream-tokens,
-// --stream-warps, --stream-items: pin the weight-streaming kernel's tokens per tile, warps per CTA
-// and work items per warp, 1..8)
+// --stream-warps: pin the weight-streaming kernel's tokens per tile and warps per CTA, 1..8)
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 
@@ -115,7 +114,6 @@ int run_bench(int argc, char** argv) {
     else if (a == "--mtiles" && i + 1 < argc) opt.mtiles = std::stoi(argv[++i]);
     else if (a == "--stream-tokens" && i + 1 < argc) opt.stream_tokens = std::stoi(argv[++i]);
     else if (a == "--stream-warps" && i + 1 < argc) opt.stream_warps = std::stoi(argv[++i]);
-    else if (a == "--stream-items" && i + 1 < argc) opt.stream_items = std::stoi(argv[++i]);
     else if (a == "--models" && i + 1 < argc) models = argv[++i];
     else if (a == "--t" && i + 1 < argc) {
       ts.clear();
@@ -127,7 +125,7 @@ int run_bench(int argc, char** argv) {
       }
     } else {
       std::fprintf(stderr, "usage: bench_moe [--json FILE] [--t 1,8,64] [--models flash,pro] [--no-baseline] [--grouped] [--mtiles N]\n"
-                   "                 [--stream-tokens N] [--stream-warps N] [--stream-items N]\n");
+                   "                 [--stream-tokens N] [--stream-warps N]\n");
       return 2;
     }
   }

@@ -223,20 +223,15 @@ TEST(MoeLayer, PinnedTokenTilesGiveIdenticalBits) {
       const RunResult r = run_gpu(f, x, logits, {}, T, cuda::MoeOptions{mt});
       ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4)) << "H " << H << " I " << I << " mtiles " << mt;
     }
-    // The weight-streaming kernel's tile tokens, CTA widths and items per warp (3 tokens:
-    // partial tiles of every row count; 5 and 7 warps: a last CTA with fewer items than warps;
-    // 2-8 items: the ring running across item boundaries, with partial last chunks at H = 320).
-    struct Pin {
-      int tokens, warps, items;
-    };
-    for (const Pin& p : {Pin{1, 1, 1}, Pin{3, 5, 2}, Pin{4, 6, 3}, Pin{8, 7, 1}, Pin{8, 8, 4}, Pin{5, 2, 8}, Pin{8, 4, 2}}) {
+    // The weight-streaming kernel's tile tokens and CTA widths (3 tokens: partial tiles of
+    // every row count; 5 and 7 warps: a last CTA with fewer items than warps).
+    for (const auto& [tt, wp] : {std::pair<int, int>{1, 1}, {3, 5}, {4, 6}, {8, 7}, {8, 8}, {5, 2}}) {
       cuda::MoeOptions o{1};
-      o.stream_tokens = p.tokens;
-      o.stream_warps = p.warps;
-      o.stream_items = p.items;
+      o.stream_tokens = tt;
+      o.stream_warps = wp;
       const RunResult r = run_gpu(f, x, logits, {}, T, o);
       ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4))
-          << "H " << H << " I " << I << " stream tokens " << p.tokens << " warps " << p.warps << " items " << p.items;
+          << "H " << H << " I " << I << " stream tokens " << tt << " warps " << wp;
     }
   }
 }
@@ -427,8 +422,7 @@ TEST(MoeLayer, RejectsBadInput) {
   EXPECT_THROW(cuda::moe_forward(*f.dev, nullptr, 5, nullptr, nullptr, nullptr, nullptr, ws, nullptr), std::invalid_argument);
   for (auto set : {+[](cuda::MoeOptions& o) { o.mtiles = 3; }, +[](cuda::MoeOptions& o) { o.stream_tokens = 0; },
                    +[](cuda::MoeOptions& o) { o.stream_tokens = 9; }, +[](cuda::MoeOptions& o) { o.stream_warps = 0; },
-                   +[](cuda::MoeOptions& o) { o.stream_warps = 9; }, +[](cuda::MoeOptions& o) { o.stream_items = 0; },
-                   +[](cuda::MoeOptions& o) { o.stream_items = 9; }}) {
+                   +[](cuda::MoeOptions& o) { o.stream_warps = 9; }}) {
     cuda::MoeOptions o;
     set(o);
     EXPECT_THROW(cuda::moe_forward(*f.dev, nullptr, 0, nullptr, nullptr, nullptr, nullptr, ws, nullptr, o), std::invalid_argument);

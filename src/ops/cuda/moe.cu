@@ -39,8 +39,6 @@ void check_options(const MoeOptions& opt, const std::string& w) {
     throw std::invalid_argument(w + ": stream_tokens must be in 1..8");
   if (opt.stream_warps && (*opt.stream_warps < 1 || *opt.stream_warps > 8))
     throw std::invalid_argument(w + ": stream_warps must be in 1..8");
-  if (opt.stream_items && (*opt.stream_items < 1 || *opt.stream_items > 8))
-    throw std::invalid_argument(w + ": stream_items must be in 1..8");
 }
 
 struct Plan {
@@ -383,7 +381,6 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   gu.tile_off = ws.tile_off.get<int32_t>();
   gu.sms = device_sm_count();  // cached (cuda_check.h)
   gu.stream_warps = opt.stream_warps.value_or(0);
-  gu.stream_items = opt.stream_items.value_or(0);
   MoeGroupedArgs dn = gu;
   dn.codes = L.dn_codes.get<uint8_t>();
   dn.scales = L.dn_scales.get<uint8_t>();

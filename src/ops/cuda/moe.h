@@ -100,7 +100,6 @@ struct MoeOptions {
   // CTA (1..8; default from the occupancy). For comparisons: the bits do not depend on either.
   std::optional<int> stream_tokens;
   std::optional<int> stream_warps;
-  std::optional<int> stream_items;  // work items per warp (1..8), streamed back to back
 };
 
 // Routing only: ws.ids / ws.weights.

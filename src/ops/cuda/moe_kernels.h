@@ -138,7 +138,6 @@ struct MoeGroupedArgs {
   int tile_tokens = 8;              // tokens per tile as dispatched (8 * mtiles; min(8, T) when mtiles == 1)
   int sms = 0;                      // multiprocessors of the device (grid shape of the decode kernel)
   int stream_warps = 0;             // mtiles == 1: warps per CTA (1..8); 0: chosen from the occupancy
-  int stream_items = 0;             // mtiles == 1: work items per warp, streamed back to back (1..8); 0: the default
   bool pdl = false;                 // programmatic dependent launch after the previous kernel of the stream
 };
 #ifdef __CUDACC__

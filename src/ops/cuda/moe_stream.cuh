@@ -105,102 +105,41 @@ struct StripRing {
     load_left -= kC;
   }
 
-  // One chunk's k-tiles (at most `tiles` of them) multiplied into acc; xk: shared address of this
-  // lane's ldmatrix row at the chunk's first k (lanes 0..15: token lane % 8, k half (lane / 8) % 2).
-  __device__ __forceinline__ void mma_chunk(const uint4 (&c)[kC][NS], const uint2 (&s)[kC][NS], unsigned xk, int tiles,
-                                            float (&acc)[NS][4]) {
-#pragma unroll
-    for (int i = 0; i < kC; ++i) {
-      if (i >= tiles) break;  // uniform; K is a multiple of 64, so every k16 step of a tile is real
-      uint32_t sw[NS][4];
-#pragma unroll
-      for (int j = 0; j < NS; ++j) tile_scales<NV>(s[i][j], sw[j]);
-      auto step = [&](auto jc) {
-        constexpr int J = decltype(jc)::value;
-        uint32_t b0, b1, af[4];
-        asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
-                     : "=r"(b0), "=r"(b1)
-                     : "r"(xk + i * kTileK * 2 + J * 32));
-#pragma unroll
-        for (int j = 0; j < NS; ++j) {
-          a_fragment_fast<NV, J>(c[i][j], sw[j], af);
-          mma_bf16(acc[j], af, b0, b1);
-        }
-      };
-      step(std::integral_constant<int, 0>{});
-      step(std::integral_constant<int, 1>{});
-      step(std::integral_constant<int, 2>{});
-      step(std::integral_constant<int, 3>{});
-    }
-  }
-
-  // xk: this lane's ldmatrix row address at k = 0 (see mma_chunk). acc[j]: strip j, zero on entry.
+  // xk: shared address of this lane's ldmatrix row at k = 0 (lanes 0..15: token lane % 8,
+  // k half (lane / 8) % 2). acc[j]: strip j, zero on entry.
   __device__ __forceinline__ void run(unsigned xk, float (&acc)[NS][4]) {
+    auto compute_chunk = [&](const uint4 (&c)[kC][NS], const uint2 (&s)[kC][NS]) {
+#pragma unroll
+      for (int i = 0; i < kC; ++i) {
+        if (i >= todo) break;  // uniform; K is a multiple of 64, so every k16 step of a tile is real
+        uint32_t sw[NS][4];
+#pragma unroll
+        for (int j = 0; j < NS; ++j) tile_scales<NV>(s[i][j], sw[j]);
+        auto step = [&](auto jc) {
+          constexpr int J = decltype(jc)::value;
+          uint32_t b0, b1, af[4];
+          asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                       : "=r"(b0), "=r"(b1)
+                       : "r"(xk + i * kTileK * 2 + J * 32));
+#pragma unroll
+          for (int j = 0; j < NS; ++j) {
+            a_fragment_fast<NV, J>(c[i][j], sw[j], af);
+            mma_bf16(acc[j], af, b0, b1);
+          }
+        };
+        step(std::integral_constant<int, 0>{});
+        step(std::integral_constant<int, 1>{});
+        step(std::integral_constant<int, 2>{});
+        step(std::integral_constant<int, 3>{});
+      }
+      xk += kC * kTileK * 2;
+      todo -= kC;
+    };
     while (todo > 0) {
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (todo > 0) {
-          mma_chunk(cr[r], sr[r], xk, todo, acc);
-          xk += kC * kTileK * 2;
-          todo -= kC;
-          load_chunk(cr[r], sr[r]);
-        }
-      }
-    }
-  }
-
-  // Several items back to back (the grouped stream kernel): items 0..n-1 of this warp, item m
-  // being the NS strips strips_of(m, st) of the same slot over all of k, multiplied by the same
-  // activations; done(m, acc) stores item m's result. The loads run ahead across item
-  // boundaries, so the ring does not drain between items; an item's last chunk may be partial
-  // (no chunk holds two items' k-tiles). Replaces start() + run().
-  template <typename StripsOf>
-  __device__ __forceinline__ void aim(const uint8_t* codes, const uint8_t* scales, int64_t ktiles, int m, StripsOf strips_of,
-                                      int lane) {
-    int64_t st[NS];
-    strips_of(m, st);
-#pragma unroll
-    for (int j = 0; j < NS; ++j) {
-      pc[j] = codes + st[j] * ktiles * kTileCodeBytes + lane * 16;
-      ps[j] = scales + st[j] * ktiles * kSB + (lane >> 2) * (kSB / 8);
-    }
-    load_left = static_cast<int>(ktiles);
-  }
-  // The first chunks (before the caller waits for its activations); next: the next item to aim at.
-  template <typename StripsOf>
-  __device__ __forceinline__ void start_items(const uint8_t* codes, const uint8_t* scales, int64_t ktiles, int n,
-                                              StripsOf strips_of, int lane, int& next) {
-    next = 0;
-    load_left = 0;
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      if (load_left <= 0 && next < n) aim(codes, scales, ktiles, next++, strips_of, lane);
-      load_chunk(cr[r], sr[r]);
-    }
-  }
-  template <typename StripsOf, typename Done>
-  __device__ __forceinline__ void run_items(const uint8_t* codes, const uint8_t* scales, int64_t ktiles, int n,
-                                            StripsOf strips_of, int lane, int next, unsigned xk0, Done done) {
-    float acc[NS][4] = {};
-    unsigned xk = xk0;
-    int m = 0;
-    todo = static_cast<int>(ktiles);
-    while (m < n) {
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        if (m < n) {
-          mma_chunk(cr[r], sr[r], xk, todo, acc);
-          xk += kC * kTileK * 2;
-          todo -= kC;
-          if (todo <= 0) {
-            done(m, acc);
-#pragma unroll
-            for (int j = 0; j < NS; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-            xk = xk0;
-            todo = static_cast<int>(ktiles);
-            ++m;
-          }
-          if (load_left <= 0 && next < n) aim(codes, scales, ktiles, next++, strips_of, lane);
+          compute_chunk(cr[r], sr[r]);
           load_chunk(cr[r], sr[r]);
         }
       }
@@ -254,7 +193,7 @@ __device__ __forceinline__ void down_store(const float (&acc0)[4], const float (
 
 template <bool NV, bool GATEUP>
 __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
-    moe_stream_kernel(const MoeGroupedArgs a, int groups_per_tile, int ipw) {
+    moe_stream_kernel(const MoeGroupedArgs a, int groups_per_tile) {
   extern __shared__ __align__(16) __nv_bfloat16 xs[];  // [tile_tokens][K + 8]
   const int W = static_cast<int>(blockDim.x / 32);
   const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
@@ -279,31 +218,22 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   const int64_t row0 = tr.row0;
   const int rows = tr.rows;
 
-  // This warp's items: (group * ipw + m) * W + warp for m < n (n <= ipw; adjacent warps stream
-  // adjacent strips at the same time).
   const int64_t strips = (a.n + kTileRows - 1) / kTileRows;
   const int64_t n_items = GATEUP ? a.inter / kTileRows : (strips + 1) / 2;
-  const int64_t group = bid % groups_per_tile;
-  const int64_t valid_j = (n_items - warp + W - 1) / W;  // item blocks j with j * W + warp < n_items
-  const int n = static_cast<int>(min(static_cast<int64_t>(ipw), max(int64_t{0}, valid_j - group * ipw)));
-  auto item_of = [&](int m) { return (group * ipw + m) * W + warp; };
-  // gate|up: the gate strip and the matching up strip; down: two strips (an odd strip count's
-  // last item reads its strip twice and writes it once).
-  auto strips_of = [&](int m, int64_t (&st)[2]) {
-    const int64_t it = item_of(m);
-    if constexpr (GATEUP) {
-      st[0] = it;
-      st[1] = a.inter / kTileRows + it;
-    } else {
-      st[0] = 2 * it;
-      st[1] = 2 * it + 1 < strips ? 2 * it + 1 : 2 * it;
-    }
-  };
-  const uint8_t* codes = a.codes + e * a.code_stride;
-  const uint8_t* scales = a.scales + e * a.scale_stride;
+  const int64_t item = static_cast<int64_t>(bid % groups_per_tile) * W + warp;
+  const bool active = item < n_items;
+  int64_t s0, s1;
+  bool has1 = true;
+  if constexpr (GATEUP) {
+    s0 = item;
+    s1 = a.inter / kTileRows + item;
+  } else {
+    s0 = 2 * item;
+    has1 = 2 * item + 1 < strips;
+    s1 = has1 ? s0 + 1 : s0;  // odd strip count: the last item reads its strip twice, writes once
+  }
   StripRing<NV, 2, kStreamRing, kStreamChunk> ring;
-  int next = 0;
-  ring.start_items(codes, scales, a.ktiles, n, strips_of, lane, next);
+  ring.start(a.codes + e * a.code_stride, a.scales + e * a.scale_stride, a.ktiles, {s0, s1}, lane, active);
   if constexpr (!GATEUP) {
     moe_pdl_wait();  // h (gate|up's output) is read below
     moe_pdl_trigger();
@@ -318,21 +248,20 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
-  if (n == 0) return;
+  if (!active) return;
 
   const int tok_row = (lane % 8) < rows ? lane % 8 : 0;
   const unsigned xaddr =
       static_cast<unsigned>(__cvta_generic_to_shared(xs + tok_row * pitch + ((lane / 8) % 2) * 8));
-  ring.run_items(codes, scales, a.ktiles, n, strips_of, lane, next, xaddr, [&](int m, const float (&acc)[2][4]) {
-    const int64_t it = item_of(m);
-    if constexpr (GATEUP) {
-      swiglu_store(acc[0], acc[1], a.gscale[2 * e] * kEpilogueUnscale, a.gscale[2 * e + 1] * kEpilogueUnscale,
-                   a.swiglu_limit, rows, g, q, a.y + row0 * a.inter, a.inter, it * kTileRows);
-    } else {
-      down_store(acc[0], acc[1], a.gscale[e] * kEpilogueUnscale, rows, g, q, a.y + row0 * a.n, a.n, 2 * it,
-                 2 * it + 1 < strips);
-    }
-  });
+  float acc[2][4] = {};
+  ring.run(xaddr, acc);
+
+  if constexpr (GATEUP) {
+    swiglu_store(acc[0], acc[1], a.gscale[2 * e] * kEpilogueUnscale, a.gscale[2 * e + 1] * kEpilogueUnscale, a.swiglu_limit,
+                 rows, g, q, a.y + row0 * a.inter, a.inter, item * kTileRows);
+  } else {
+    down_store(acc[0], acc[1], a.gscale[e] * kEpilogueUnscale, rows, g, q, a.y + row0 * a.n, a.n, s0, has1);
+  }
 }
 
 // Dynamic shared memory of one CTA: the tile's activation rows for all of k.
@@ -370,25 +299,21 @@ cudaError_t launch_stream(const MoeGroupedArgs& a, cudaStream_t s) {
   const int64_t items = GATEUP ? a.inter / kTileRows : (strips + 1) / 2;
   const int64_t smem = stream_smem_bytes(a.k, a.tile_tokens);
   if (smem > kMoeStreamMaxSmem) return cudaErrorInvalidValue;
-  int w = a.stream_warps, ipw = a.stream_items > 0 ? a.stream_items : 1;
-  const int64_t target = 6 * static_cast<int64_t>(a.sms > 0 ? a.sms : 132);
-  auto ctas = [&](int width, int per_warp) { return a.max_tiles * ((items + int64_t{width} * per_warp - 1) / (int64_t{width} * per_warp)); };
+  int w = a.stream_warps;
   if (w == 0) {
     const cudaError_t e = stream_width<GATEUP, NV>(smem, w);
     if (e != cudaSuccess) return e;
-    // Fewer items per warp, then narrower CTAs, when the grid would not cover the SMs several
-    // times over, so that the few items of a decode call spread evenly (a CTA is the unit the
-    // hardware places).
-    if (a.stream_items == 0)
-      while (ipw > 1 && ctas(w, ipw) < target) ipw /= 2;
-    while (w > 1 && ctas(w, ipw) < target) w /= 2;
+    // Narrower CTAs when the grid would not cover the SMs several times over, so that the
+    // few items of a decode call spread evenly (a CTA is the unit the hardware places).
+    const int64_t target = 6 * static_cast<int64_t>(a.sms > 0 ? a.sms : 132);
+    while (w > 1 && a.max_tiles * ((items + w - 1) / w) < target) w /= 2;
   }
-  if (w < 1 || w > kStreamMaxWarps || ipw < 1) return cudaErrorInvalidValue;
-  const int64_t groups = (items + int64_t{w} * ipw - 1) / (int64_t{w} * ipw);
+  if (w < 1 || w > kStreamMaxWarps) return cudaErrorInvalidValue;
+  const int64_t groups = (items + w - 1) / w;
   const int64_t blocks = a.max_tiles * groups;
   if (blocks >= (int64_t{1} << 31)) return cudaErrorInvalidValue;
   return moe_launch(moe_stream_kernel<NV, GATEUP>, dim3(static_cast<unsigned>(blocks)), dim3(32 * w),
-                    static_cast<size_t>(smem), s, a.pdl, a, static_cast<int>(groups), ipw);
+                    static_cast<size_t>(smem), s, a.pdl, a, static_cast<int>(groups));
 }
 
 template <bool GATEUP>
