@@ -50,9 +50,10 @@ struct Plan {
 // tile's activation rows for all of k in shared memory: with fewer than 8 tokens in the call
 // its tiles hold at most T tokens (a slot can hold a token twice only through duplicate
 // routes, which then fill more tiles). While the experts average at most 1 pair, a tile
-// holds at most 4 tokens: a smaller stage leaves room for more, narrower CTAs per SM, and the
-// rare expert with more tokens reads its weights once per tile (the tiles run side by side,
-// so mostly from L2). Layers too wide for that stage use 16-token tiles.
+// holds at most 4 tokens: a smaller stage leaves room for more CTAs per SM (V4-Pro gate|up:
+// three 4-warp CTAs of 58 KB instead of two of 115 KB; notes step 29), and the rare expert
+// with more tokens reads its weights once per tile (the tiles run side by side, so mostly
+// from L2). Layers too wide for that stage use 16-token tiles.
 Plan plan_for(const MoeLayer& L, int64_t T, const MoeOptions& opt) {
   const int64_t k = L.spec.router.top_k;
   const int64_t per_slot = (T * k + L.spec.n_local - 1) / L.spec.n_local;

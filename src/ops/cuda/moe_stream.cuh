@@ -28,7 +28,6 @@
 
 #include <mutex>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "ops/cuda/moe_kernels.h"
@@ -271,15 +270,23 @@ inline int64_t stream_smem_bytes(int64_t k, int tile_tokens) { return static_cas
 // bytes: registers and the activation stage both bound the CTAs per SM, so a wide stage (V4-Pro
 // gate|up, k = 7168: 115 KB for 8 tokens, two CTAs per SM) needs wider CTAs (6 warps: 12 per
 // SM instead of 8). Ties go to the narrower CTA; below 4 warps a CTA stages its tile's rows
-// for too few warps (measured: 1- and 2-warp CTAs at equal occupancy are 5-10% slower).
-// Cached per stage size; the query is not a stream operation, so it is safe during capture.
+// for too few warps (measured on V4-Flash: 1- and 2-warp CTAs at equal occupancy are 5-7%
+// slower, notes step 29). Cached per device and stage size; the query is not a stream
+// operation, so it is safe during graph capture.
 template <bool GATEUP, bool NV>
 cudaError_t stream_width(int64_t smem, int& width) {
+  struct Entry {
+    int device;
+    int64_t smem;
+    int width;
+  };
   static std::mutex mu;
-  static std::vector<std::pair<int64_t, int>> cache;
+  static std::vector<Entry> cache;
+  int dev = 0;
+  if (const cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
   std::lock_guard<std::mutex> lock(mu);
-  for (const auto& [bytes, w] : cache)
-    if (bytes == smem) return width = w, cudaSuccess;
+  for (const Entry& c : cache)
+    if (c.device == dev && c.smem == smem) return width = c.width, cudaSuccess;
   int best_w = 4, best = 0;
   for (int w = 4; w <= kStreamMaxWarps; ++w) {
     int ctas = 0;
@@ -288,7 +295,7 @@ cudaError_t stream_width(int64_t smem, int& width) {
     if (e != cudaSuccess) return e;
     if (ctas * w > best) best = ctas * w, best_w = w;
   }
-  cache.emplace_back(smem, best_w);
+  cache.push_back({dev, smem, best_w});
   width = best_w;
   return cudaSuccess;
 }
