@@ -76,6 +76,7 @@ struct MoeWorkspace {
   DeviceBuffer ids, weights;               // [T, k]
   DeviceBuffer chunk_counts, seg_off, tile_off, sorted_tok, pair_pos;
   DeviceBuffer h, y;                       // [P, I], [P, H] bf16
+  DeviceBuffer tile_ready;                 // [P + S]: per tile, the gate|up items done (moe_stream.cuh)
   DeviceBuffer sync;                       // the single-token kernel's counters (zero between calls)
   DeviceBuffer gu_part;                    // its gate and up halves [k + 1, 2I] bf16
   cudaStream_t side = nullptr;             // the shared expert's stream when it runs beside the routed ones

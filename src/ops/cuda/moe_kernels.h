@@ -55,6 +55,12 @@ cudaError_t moe_launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t 
 #ifdef __CUDACC__
 __device__ __forceinline__ void moe_pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void moe_pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+// A counter another CTA raises after its stores (__threadfence, then atomicAdd): an acquire load.
+__device__ __forceinline__ int moe_ld_acquire(const int32_t* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
 // The combine's roundings, shared by the combine kernel and the one-token kernel: the routed
 // rows summed in fp32 in routing order (moe_combine_step from acc = 0), rounded to bf16, then
 // the shared row added and rounded again (moe_combine_finish).
@@ -112,6 +118,7 @@ struct MoeDispatchArgs {
   int32_t* tile_off = nullptr;      // [S + 1]
   int32_t* sorted_tok = nullptr;    // [P]
   int32_t* pair_pos = nullptr;      // [P]
+  int32_t* tile_ready = nullptr;    // [tiles] or null: zeroed for the weight-streaming kernels' handoff
   bool pdl = false;
 };
 inline int64_t moe_dispatch_chunks(int64_t pairs) { return (pairs + kMoeDispatchChunk - 1) / kMoeDispatchChunk; }
@@ -138,6 +145,10 @@ struct MoeGroupedArgs {
   int tile_tokens = 8;              // tokens per tile as dispatched (8 * mtiles; min(8, T) when mtiles == 1)
   int sms = 0;                      // multiprocessors of the device (grid shape of the decode kernel)
   int stream_warps = 0;             // mtiles == 1: warps per CTA (1..8); 0: chosen from the occupancy
+  // mtiles == 1: per tile of the call, the gate|up items whose h rows are stored (zeroed by the
+  // dispatch); down starts a tile once all of its items are counted. Null: down waits for the
+  // whole gate|up kernel (griddepcontrol.wait).
+  int32_t* tile_ready = nullptr;
   bool pdl = false;                 // programmatic dependent launch after the previous kernel of the stream
 };
 #ifdef __CUDACC__
@@ -146,6 +157,7 @@ struct MoeGroupedArgs {
 // count, from the dispatch's offsets (read through L2: an earlier kernel wrote them). false:
 // past the last real tile (uniform per CTA).
 struct MoeTileRef {
+  int64_t tile;  // the tile's index in the call (tile_off's numbering)
   int e;
   int64_t row0;
   int rows;
@@ -153,6 +165,7 @@ struct MoeTileRef {
 __device__ __forceinline__ bool moe_find_tile(const MoeGroupedArgs& a, int64_t t, int tt, MoeTileRef& r) {
   const int64_t tile = __ldcg(a.tile_off + a.slot_begin) + t;
   if (tile >= __ldcg(a.tile_off + a.slot_end)) return false;
+  r.tile = tile;
   r.e = moe_tile_slot(a.tile_off, a.slot_begin, a.slot_end, tile);
   r.row0 = __ldcg(a.seg_off + r.e) + (tile - __ldcg(a.tile_off + r.e)) * tt;
   r.rows = static_cast<int>(min(static_cast<int64_t>(tt), static_cast<int64_t>(__ldcg(a.seg_off + r.e + 1)) - r.row0));

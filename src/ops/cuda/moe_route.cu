@@ -300,6 +300,8 @@ __device__ __forceinline__ int scan_offsets(const MoeDispatchArgs& a, OffsetScan
   OffsetScan(tmp).ExclusiveSum(tiles, tile, tile_total);
   if (e < a.slots) a.seg_off[e] = seg, a.tile_off[e] = tile;
   if (e == 0) a.seg_off[a.slots] = seg_total, a.tile_off[a.slots] = tile_total;
+  if (a.tile_ready)
+    for (int i = threadIdx.x; i < tile_total; i += blockDim.x) a.tile_ready[i] = 0;
   return seg;
 }
 

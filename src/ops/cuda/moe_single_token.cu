@@ -56,12 +56,6 @@ constexpr int kMaxPairs = kMoeMaxTopK + 1;
 constexpr int kRingOne = 2;
 constexpr unsigned kFull = 0xffffffffu;
 
-__device__ __forceinline__ int ld_acquire(const int32_t* p) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
 // Claims the next unit (lane 0's atomic, broadcast).
 __device__ __forceinline__ int claim(int32_t* next, int lane) {
   int u = 0;
@@ -219,7 +213,7 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
     for (int j = 0; j < NS; ++j) strips[j] = static_cast<int64_t>(v) * NS + j;
     ring.start(a.dn_codes + e * a.dn_code_stride, a.dn_scales + e * a.dn_scale_stride, a.dn_ktiles, strips, lane, true);
     if (lane == 0)
-      while (ld_acquire(gu_done + p * kLine) < gu_items) __nanosleep(256);
+      while (moe_ld_acquire(gu_done + p * kLine) < gu_items) __nanosleep(256);
     __syncwarp();
     for (int64_t i = lane; i < I / 8; i += 32) cp_async16(hs + i * 8, a.h + p * I + i * 8, true);
     cp_async_commit();

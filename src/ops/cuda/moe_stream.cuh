@@ -18,10 +18,13 @@
 //   - The A fragments, the k order (k-tiles ascending, k16 steps ascending, one mma.sync
 //     chain per output) and the epilogue roundings are those of moe_grouped.cuh: the same
 //     bits for every token whatever its tile (batch invariance).
-//   - Programmatic dependent launch: the kernel waits (griddepcontrol.wait) before it reads
-//     what the previous kernel wrote, and lets its dependent launch at once. down reads the
-//     dispatch's tile offsets (two kernels back, complete by then) through L2 and issues its
-//     first weight chunks before the wait, so its loads overlap the tail of gate|up.
+//   - Programmatic dependent launch: gate|up waits (griddepcontrol.wait) before it reads what
+//     the dispatch wrote, and lets its dependent launch at once. down reads the dispatch's tile
+//     offsets (two kernels back, complete by then) through L2 and issues its first weight chunks,
+//     then waits only for ITS tile's h rows: every gate|up warp counts its item in the tile's
+//     counter (tile_ready, zeroed by the dispatch) once its rows are stored, so down CTAs that
+//     start in gate|up's tail multiply tiles finished long before instead of waiting for the
+//     whole kernel (no deadlock: the dependent launch comes after every gate|up CTA has started).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -207,10 +210,17 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     moe_pdl_wait();
     moe_pdl_trigger();
   }
+  // down with tile counters: its CTA 0 still waits for the whole gate|up kernel before it exits,
+  // so that down's completion (which the combine waits for) implies gate|up's.
+  auto finish = [&] {
+    if constexpr (!GATEUP)
+      if (a.tile_ready && blockIdx.x == 0) moe_pdl_wait();
+  };
   const int64_t bid = blockIdx.x;
   MoeTileRef tr;
   if (!moe_find_tile(a, bid / groups_per_tile, tt, tr)) {
     if constexpr (!GATEUP) moe_pdl_trigger();
+    finish();
     return;  // uniform: past the last real tile
   }
   const int e = tr.e;
@@ -234,7 +244,16 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   StripRing<NV, 2, kStreamRing, kStreamChunk> ring;
   ring.start(a.codes + e * a.code_stride, a.scales + e * a.scale_stride, a.ktiles, {s0, s1}, lane, active);
   if constexpr (!GATEUP) {
-    moe_pdl_wait();  // h (gate|up's output) is read below
+    // h (gate|up's output) is read below: this tile's rows are complete once all of its gate|up
+    // items are counted (the rest of gate|up may still run), or, without counters, after the
+    // whole gate|up kernel.
+    if (a.tile_ready) {
+      if (threadIdx.x == 0)
+        while (moe_ld_acquire(a.tile_ready + tr.tile) < a.inter / kTileRows) __nanosleep(128);
+      __syncthreads();
+    } else {
+      moe_pdl_wait();
+    }
     moe_pdl_trigger();
   }
 
@@ -247,7 +266,7 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
-  if (!active) return;
+  if (!active) return finish();
 
   const int tok_row = (lane % 8) < rows ? lane % 8 : 0;
   const unsigned xaddr =
@@ -258,9 +277,15 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   if constexpr (GATEUP) {
     swiglu_store(acc[0], acc[1], a.gscale[2 * e] * kEpilogueUnscale, a.gscale[2 * e + 1] * kEpilogueUnscale, a.swiglu_limit,
                  rows, g, q, a.y + row0 * a.inter, a.inter, item * kTileRows);
+    if (a.tile_ready) {  // this item's h columns are stored: count it for the tile's down CTAs
+      __threadfence();
+      __syncwarp();
+      if (lane == 0) atomicAdd(a.tile_ready + tr.tile, 1);
+    }
   } else {
     down_store(acc[0], acc[1], a.gscale[e] * kEpilogueUnscale, rows, g, q, a.y + row0 * a.n, a.n, s0, has1);
   }
+  finish();
 }
 
 // Dynamic shared memory of one CTA: the tile's activation rows for all of k.
