@@ -56,13 +56,13 @@ constexpr int kStreamRing = 2;   // chunks in the ring
 
 
 // One warp's stream of NS weight strips (1 or 2) of one slot over all of k: a register ring
-// of R chunks of C k-tiles (16-byte evict-first loads), a chunk refilled as soon
+// of R chunks of kStreamChunk k-tiles (16-byte evict-first loads), a chunk refilled as soon
 // as it is consumed; each k16 step reads its activation fragment by ldmatrix from shared
 // memory and runs one mma.sync per strip. start() issues the first chunks (so a caller may
 // wait for its activations afterwards), run() multiplies all of k.
-template <bool NV, int NS = 2, int R = kStreamRing, int C = kStreamChunk>
+template <bool NV, int NS = 2, int R = kStreamRing>
 struct StripRing {
-  static constexpr int kC = C;
+  static constexpr int kC = kStreamChunk;
   static constexpr int kSB = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
   const uint8_t* pc[NS];  // the next chunk of each strip (immediate offsets inside a chunk)
   const uint8_t* ps[NS];
@@ -241,7 +241,7 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
     has1 = 2 * item + 1 < strips;
     s1 = has1 ? s0 + 1 : s0;  // odd strip count: the last item reads its strip twice, writes once
   }
-  StripRing<NV, 2, kStreamRing, kStreamChunk> ring;
+  StripRing<NV> ring;
   ring.start(a.codes + e * a.code_stride, a.scales + e * a.scale_stride, a.ktiles, {s0, s1}, lane, active);
   if constexpr (!GATEUP) {
     // h (gate|up's output) is read below: this tile's rows are complete once all of its gate|up
