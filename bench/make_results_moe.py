@@ -26,7 +26,8 @@ def main():
     for i, a in enumerate(args):
         if a in ("--commit", "--date"):
             meta[a[2:]] = args[i + 1]
-    print(f"GPU: {d['gpu']} ({d['sms']} SMs). Streaming read of 1 GiB: {d['read_1gib_tbps']:.2f} TB/s. "
+    sustained = f" Sustained: {d['sustain_ms']:.0f} ms of back-to-back calls before each measurement." if d.get("sustain_ms", 0) > 0 else ""
+    print(f"GPU: {d['gpu']} ({d['sms']} SMs). Streaming read of 1 GiB: {d['read_1gib_tbps']:.2f} TB/s.{sustained} "
           f"Date: {meta['date']}. Commit: {meta['commit']}.\n")
     print("| model | T | fp4moe us | graph us | cuBLAS bf16 grouped us | speedup | FP4 floor us | fp4moe / floor | plain read of the floor's bytes us (/ floor) | experts touched | target | met |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
