@@ -8,10 +8,12 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "ops/cuda/cuda_check.h"
@@ -55,6 +57,44 @@ __global__ void fill_bf16_kernel(__nv_bfloat16* p, int64_t n, uint64_t seed) {
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     p[i] = __float2bfloat16((static_cast<float>(mix64((i + 1) * 0x9E3779B97F4A7C15ull ^ seed) & 0xFFFF) / 65536.0f - 0.5f) *
                             2.0f);
+}
+
+// Command-line numbers: the whole text must be a number in [lo, hi], else one line that names
+// the program and the flag, and exit 2 (a usage error, as for an unknown flag).
+[[noreturn]] inline void flag_error(const char* prog, const std::string& flag, const std::string& text, const std::string& want) {
+  std::fprintf(stderr, "%s: %s takes %s, got '%s'\n", prog, flag.c_str(), want.c_str(), text.c_str());
+  std::exit(2);
+}
+inline int64_t flag_int(const char* prog, const std::string& flag, const std::string& text, int64_t lo, int64_t hi) {
+  const std::string want = "an integer in " + std::to_string(lo) + ".." + std::to_string(hi);
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || end != text.c_str() + text.size() || errno == ERANGE || v < lo || v > hi)
+    flag_error(prog, flag, text, want);
+  return v;
+}
+inline double flag_double(const char* prog, const std::string& flag, const std::string& text, double lo, double hi) {
+  char want[96];
+  std::snprintf(want, sizeof want, "a number in %g..%g", lo, hi);
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || errno == ERANGE || !(v >= lo && v <= hi))
+    flag_error(prog, flag, text, want);
+  return v;
+}
+// A comma-separated list of integers in [lo, hi], at least one.
+inline std::vector<int64_t> flag_int_list(const char* prog, const std::string& flag, const std::string& text, int64_t lo,
+                                          int64_t hi) {
+  std::vector<int64_t> v;
+  for (size_t pos = 0;;) {
+    const size_t c = text.find(',', pos);
+    v.push_back(flag_int(prog, flag, text.substr(pos, c == std::string::npos ? std::string::npos : c - pos), lo, hi));
+    if (c == std::string::npos) break;
+    pos = c + 1;
+  }
+  return v;
 }
 
 // Median over repeats of (elapsed / iters) in microseconds; fn(i) runs call i (callers rotate

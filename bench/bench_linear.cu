@@ -98,16 +98,8 @@ int run_bench(int argc, char** argv) {
     if (a == "--json" && i + 1 < argc) json_path = argv[++i];
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else if (a == "--quick") quick = true;
-    else if (a == "--m" && i + 1 < argc) {
-      ms.clear();
-      std::string l = argv[++i];
-      size_t pos = 0;
-      while (pos < l.size()) {
-        const size_t c = l.find(',', pos);
-        ms.push_back(std::stoll(l.substr(pos, c - pos)));
-        pos = c == std::string::npos ? l.size() : c + 1;
-      }
-    } else {
+    else if (a == "--m" && i + 1 < argc) ms = flag_int_list("bench_linear", a, argv[++i], 1, int64_t{1} << 20);
+    else {
       std::fprintf(stderr, "usage: bench_linear [--json FILE] [--quick] [--m 1,4,16] [--only 'V4-Pro o_b']\n");
       return 2;
     }

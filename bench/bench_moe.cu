@@ -104,6 +104,8 @@ struct Row {
 
 }  // namespace
 
+constexpr const char* kProg = "bench_moe";
+
 int run_bench(int argc, char** argv) {
   std::string json_path;
   std::vector<int64_t> ts = {1, 8, 32, 64, 128, 512, 4096};
@@ -116,28 +118,27 @@ int run_bench(int argc, char** argv) {
     if (a == "--no-baseline") baseline = false;
     else if (a == "--grouped") opt.single_token = false;
     else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
-    else if (a == "--mtiles" && i + 1 < argc) opt.mtiles = std::stoi(argv[++i]);
-    else if (a == "--stream-tokens" && i + 1 < argc) opt.stream_tokens = std::stoi(argv[++i]);
-    else if (a == "--stream-warps" && i + 1 < argc) opt.stream_warps = std::stoi(argv[++i]);
+    else if (a == "--mtiles" && i + 1 < argc) opt.mtiles = static_cast<int>(flag_int(kProg, a, argv[++i], 1, 16));
+    else if (a == "--stream-tokens" && i + 1 < argc) opt.stream_tokens = static_cast<int>(flag_int(kProg, a, argv[++i], 1, 8));
+    else if (a == "--stream-warps" && i + 1 < argc) opt.stream_warps = static_cast<int>(flag_int(kProg, a, argv[++i], 1, 8));
     else if (a == "--models" && i + 1 < argc) models = argv[++i];
-    else if (a == "--sustain" && i + 1 < argc) sustain_ms = std::stod(argv[++i]);
-    else if (a == "--t" && i + 1 < argc) {
-      ts.clear();
-      std::string l = argv[++i];
-      for (size_t pos = 0; pos < l.size();) {
-        const size_t c = l.find(',', pos);
-        ts.push_back(std::stoll(l.substr(pos, c - pos)));
-        pos = c == std::string::npos ? l.size() : c + 1;
-      }
-    } else {
+    else if (a == "--sustain" && i + 1 < argc) sustain_ms = flag_double(kProg, a, argv[++i], 0, 60000);
+    else if (a == "--t" && i + 1 < argc) ts = flag_int_list(kProg, a, argv[++i], 1, int64_t{1} << 20);
+    else {
       std::fprintf(stderr, "usage: bench_moe [--json FILE] [--t 1,8,64] [--models flash,pro] [--no-baseline] [--grouped] [--mtiles N]\n"
                    "                 [--stream-tokens N] [--stream-warps N] [--sustain MS]\n");
       return 2;
     }
   }
-  if (!(sustain_ms >= 0 && sustain_ms <= 60000)) {
-    std::fprintf(stderr, "bench_moe: --sustain takes 0..60000 ms\n");
-    return 2;
+  if (opt.mtiles && *opt.mtiles != 1 && *opt.mtiles != 2 && *opt.mtiles != 4 && *opt.mtiles != 8 && *opt.mtiles != 12 &&
+      *opt.mtiles != 16)
+    flag_error(kProg, "--mtiles", std::to_string(*opt.mtiles), "1, 2, 4, 8, 12 or 16");
+  for (size_t pos = 0;;) {  // --models: a comma-separated list of flash and pro
+    const size_t c = models.find(',', pos);
+    const std::string m = models.substr(pos, c == std::string::npos ? std::string::npos : c - pos);
+    if (m != "flash" && m != "pro") flag_error(kProg, "--models", models, "a comma-separated list of flash and pro");
+    if (c == std::string::npos) break;
+    pos = c + 1;
   }
   // One measurement: windows of ~3 ms (at most 100 calls) by default; with --sustain, the calls
   // first run back to back for ~sustain_ms (no synchronization before the timed windows).
