@@ -223,17 +223,6 @@ TEST(MoeLayer, PinnedTokenTilesGiveIdenticalBits) {
       const RunResult r = run_gpu(f, x, logits, {}, T, cuda::MoeOptions{mt});
       ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4)) << "H " << H << " I " << I << " mtiles " << mt;
     }
-    // 16-token tiles on the grouped kernel (mtiles 2 above ran the streaming kernel: these
-    // stages fit), and on the streaming kernel with pinned widths (3: a last CTA with fewer
-    // items than warps; 8).
-    for (const auto& [s16, wp] : {std::pair<bool, int>{false, 0}, {true, 3}, {true, 8}}) {
-      cuda::MoeOptions o{2};
-      o.stream16 = s16;
-      if (wp) o.stream_warps = wp;
-      const RunResult r = run_gpu(f, x, logits, {}, T, o);
-      ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4))
-          << "H " << H << " I " << I << " 16-token tiles, stream16 " << s16 << " warps " << wp;
-    }
     // The weight-streaming kernel's tile tokens and CTA widths (3 tokens: partial tiles of
     // every row count; 5 and 7 warps: a last CTA with fewer items than warps).
     for (const auto& [tt, wp] : {std::pair<int, int>{1, 1}, {3, 5}, {4, 6}, {8, 7}, {8, 8}, {5, 2}}) {
