@@ -8,7 +8,8 @@
 //   Determinism: batch invariance, run-to-run and graph-replay equality are BITWISE.
 // Covered: T in {0, 1, 2, 7, 64, 1000, 8192}; NVFP4 and MXFP4; the V4 scored and hash, V3
 // grouped and softmax routers; experts with zero tokens; all tokens on one expert; an expert
-// map with absent experts; pinned token tiles; padded graph rows with stale ids; the
+// map with absent experts; pinned token tiles; a wide layer mixing the grouped and streaming
+// kernels at 16-token tiles; padded graph rows with stale ids; the
 // single-token kernel against the grouped path; and (Large, outside the sanitizer)
 // T x hidden > 2^31.
 #include <gtest/gtest.h>
@@ -223,6 +224,17 @@ TEST(MoeLayer, PinnedTokenTilesGiveIdenticalBits) {
       const RunResult r = run_gpu(f, x, logits, {}, T, cuda::MoeOptions{mt});
       ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4)) << "H " << H << " I " << I << " mtiles " << mt;
     }
+    // 16-token tiles on the grouped kernel (mtiles 2 above ran the streaming kernel: these
+    // stages fit), and on the streaming kernel with pinned widths (3: a last CTA with fewer
+    // items than warps; 8).
+    for (const auto& [s16, wp] : {std::pair<bool, int>{false, 0}, {true, 3}, {true, 8}}) {
+      cuda::MoeOptions o{2};
+      o.stream16 = s16;
+      if (wp) o.stream_warps = wp;
+      const RunResult r = run_gpu(f, x, logits, {}, T, o);
+      ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4))
+          << "H " << H << " I " << I << " 16-token tiles, stream16 " << s16 << " warps " << wp;
+    }
     // The weight-streaming kernel's tile tokens and CTA widths (3 tokens: partial tiles of
     // every row count; 5 and 7 warps: a last CTA with fewer items than warps).
     for (const auto& [tt, wp] : {std::pair<int, int>{1, 1}, {3, 5}, {4, 6}, {8, 7}, {8, 8}, {5, 2}}) {
@@ -234,6 +246,20 @@ TEST(MoeLayer, PinnedTokenTilesGiveIdenticalBits) {
           << "H " << H << " I " << I << " stream tokens " << tt << " warps " << wp;
     }
   }
+}
+
+// One launch (no shared expert) with 16-token tiles, where gate|up's whole-k stage is too wide
+// for the weight-streaming kernel (hidden 7680: 16 x 7688 x 2 bytes > the shared-memory limit)
+// but down's fits: gate|up runs the grouped kernel, down the streaming kernel, and down must
+// not wait for per-tile counts that the grouped kernel never makes (it once hung here).
+TEST(MoeLayer, WideLayerWithoutSharedMixesKernelsAtSixteenTokenTiles) {
+  FP4MOE_REQUIRE_GPU();
+  MoeCase c;
+  c.router = v4_router(4, 2);
+  c.hidden = 7680;
+  c.inter = 64;
+  c.shared = false;
+  for (const int64_t T : {24, 30}) check_case(c, T);  // 12 and 15 pairs per expert: 16-token tiles
 }
 
 TEST(MoeLayer, BatchInvariantAndRunToRunIdentical) {

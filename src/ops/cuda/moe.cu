@@ -384,11 +384,14 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   gu.tile_off = ws.tile_off.get<int32_t>();
   gu.sms = device_sm_count();  // cached (cuda_check.h)
   gu.stream_warps = opt.stream_warps.value_or(0);
+  gu.stream16 = opt.stream16;
   // The per-tile gate|up -> down handoff (moe_stream.cuh) when one launch covers every slot (T <= 8
   // on the V4 layers: 2-5 waves of gate|up CTAs, measured 3-10% faster at T = 2 and 8); with the
   // shared expert beside on the side stream (T = 32..128) it measured 0.5-1% slower, so down then
   // waits for the whole gate|up kernel as before (notes step 35).
-  gu.tile_ready = p.one_launch ? ws.tile_ready.get<int32_t>() : nullptr;
+  // Only with 8-token tiles: there both GEMMs run the streaming kernel, whose gate|up counts what
+  // its down polls (16-token tiles may run gate|up on the grouped kernel, which counts nothing).
+  gu.tile_ready = p.one_launch && p.mt_routed == 1 ? ws.tile_ready.get<int32_t>() : nullptr;
   MoeGroupedArgs dn = gu;
   dn.codes = L.dn_codes.get<uint8_t>();
   dn.scales = L.dn_scales.get<uint8_t>();

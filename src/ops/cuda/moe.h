@@ -101,6 +101,10 @@ struct MoeOptions {
   // CTA (1..8; default from the occupancy). For comparisons: the bits do not depend on either.
   std::optional<int> stream_tokens;
   std::optional<int> stream_warps;
+  // 16-token tiles run the weight-streaming kernel for each GEMM whose 16-token stage fits its
+  // shared memory (V4-Flash both, V4-Pro down), else the grouped kernel; false: the grouped
+  // kernel always. For comparisons: the same bits.
+  bool stream16 = true;
 };
 
 // Routing only: ws.ids / ws.weights.

@@ -1,6 +1,7 @@
 // Grouped FP4 GEMM over the expert segments of a MoE layer (gate|up with the clamped SwiGLU
-// in the epilogue, and down) for tiles of 16, 32 or 64 tokens (tiles of at most 8 tokens run
-// the weight-streaming kernel of moe_stream.cuh), built on the W4A16 decode kernel's structure
+// in the epilogue, and down) for tiles of 16, 32 or 64 tokens (tiles of at most 8 tokens, and
+// 16-token tiles where their whole-k stage fits, run the weight-streaming kernel of
+// moe_stream.cuh), built on the W4A16 decode kernel's structure
 // and device helpers (w4a16_decode.cu, w4a16_common.cuh):
 //   - One CTA = 8 warps = 8 strips of 16 weight rows of ONE expert, over all of k, for one
 //     tile of up to 8*MT tokens of that expert's segment. The tile is found from blockIdx by
@@ -206,8 +207,12 @@ cudaError_t launch_grouped(const MoeGroupedArgs& a, cudaStream_t s) {
   switch (a.mtiles * 2 + (a.nvfp4 ? 1 : 0)) {
     case 3: return launch_stream<GATEUP, true>(a, s);
     case 2: return launch_stream<GATEUP, false>(a, s);
-    case 5: return launch_one<GATEUP, 2, true>(a, row_blocks, s);
-    case 4: return launch_one<GATEUP, 2, false>(a, row_blocks, s);
+    case 5:
+      return a.stream16 && stream_stage_fits(a.k, a.tile_tokens) ? launch_stream<GATEUP, true>(a, s)
+                                                                  : launch_one<GATEUP, 2, true>(a, row_blocks, s);
+    case 4:
+      return a.stream16 && stream_stage_fits(a.k, a.tile_tokens) ? launch_stream<GATEUP, false>(a, s)
+                                                                  : launch_one<GATEUP, 2, false>(a, row_blocks, s);
     case 9: return launch_one<GATEUP, 4, true>(a, row_blocks, s);
     case 8: return launch_one<GATEUP, 4, false>(a, row_blocks, s);
     case 17: return launch_one<GATEUP, 8, true>(a, row_blocks, s);

@@ -144,7 +144,10 @@ struct MoeGroupedArgs {
   int mtiles = 1;                   // tokens per tile / 8: 1, 2, 4, 8 (moe_grouped.cuh), 12, 16 (moe_grouped_wgmma.cu)
   int tile_tokens = 8;              // tokens per tile as dispatched (8 * mtiles; min(8, T) when mtiles == 1)
   int sms = 0;                      // multiprocessors of the device (grid shape of the decode kernel)
-  int stream_warps = 0;             // mtiles == 1: warps per CTA (1..8); 0: chosen from the occupancy
+  int stream_warps = 0;             // streaming kernel: warps per CTA (1..8, 1..12 at 16 tokens); 0: from the occupancy
+  // mtiles == 2 (16-token tiles): the weight-streaming kernel (moe_stream.cuh) where its stage
+  // (16 x (k + 8) bf16) fits, else the grouped kernel; false: always the grouped kernel (same bits).
+  bool stream16 = true;
   // mtiles == 1: per tile of the call, the gate|up items whose h rows are stored (zeroed by the
   // dispatch); down starts a tile once all of its items are counted. Null: down waits for the
   // whole gate|up kernel (griddepcontrol.wait).
@@ -177,9 +180,9 @@ __device__ __forceinline__ int64_t moe_src_row(const MoeGroupedArgs& a, const Mo
   return a.sorted_tok ? static_cast<int64_t>(a.sorted_tok[r.row0 + i]) : r.row0 + i;
 }
 #endif
-// Tiles of at most 8 tokens (mtiles == 1) run the weight-streaming kernel (moe_stream.cuh),
-// which stages the tile's rows for all of k: it needs tile_tokens * (k + 8) * 2 bytes of
-// shared memory, at most the 227 KB one CTA may have.
+// Tiles of at most 8 tokens (mtiles == 1), and 16-token tiles where they fit, run the
+// weight-streaming kernel (moe_stream.cuh), which stages the tile's rows for all of k: it needs
+// tile_tokens * (k + 8) * 2 bytes of shared memory, at most the 227 KB one CTA may have.
 inline constexpr int64_t kMoeStreamMaxSmem = 232448;
 inline bool moe_stream_fits(int64_t k) { return 8 * (k + 8) * 2 <= kMoeStreamMaxSmem; }
 // Row blocks per tile: gate|up I/64 (64 gate + 64 up rows), down ceil(H/128); the wgmma

@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
     const int p = u / (gate_up ? gu_units : dn_units);
     const int v = u % (gate_up ? gu_units : dn_units);
     const int e = p < shared_first ? a.shared_slot : rt.slot(p, a.shared_slot);
-    float acc[NS][4] = {};
+    float acc[NS][1][4] = {};  // one token: one token group
     StripRing<NV, NS, NS == 1 ? kRingOne : 2> ring;
     if (gate_up) {
       if constexpr (NS == 2) {
@@ -173,7 +173,7 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
         ring.start(a.gu_codes + e * a.gu_code_stride, a.gu_scales + e * a.gu_scale_stride, a.gu_ktiles,
                    {static_cast<int64_t>(v), static_cast<int64_t>(gu_items + v)}, lane, true);
         ring.run(xaddr, acc);
-        moe_detail::swiglu_store(acc[0], acc[1], a.gu_gscale[2 * e] * kEpilogueUnscale,
+        moe_detail::swiglu_store(acc[0][0], acc[1][0], a.gu_gscale[2 * e] * kEpilogueUnscale,
                                  a.gu_gscale[2 * e + 1] * kEpilogueUnscale, a.swiglu_limit, 1, g, q, a.h + p * I, I,
                                  static_cast<int64_t>(v) * kTileRows);
         __threadfence();
@@ -189,7 +189,7 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
         // This half, rounded to bf16 as the linear's output, to the pair's scratch row.
         const float f = a.gu_gscale[2 * e + up] * kEpilogueUnscale;
         __nv_bfloat16* part = a.gu_part + static_cast<int64_t>(p) * 2 * I + static_cast<int64_t>(up) * I + item * kTileRows;
-        if (q == 0) part[g] = __float2bfloat16_rn(acc[0][0] * f), part[g + 8] = __float2bfloat16_rn(acc[0][2] * f);
+        if (q == 0) part[g] = __float2bfloat16_rn(acc[0][0][0] * f), part[g + 8] = __float2bfloat16_rn(acc[0][0][2] * f);
         __threadfence();
         __syncwarp();
         int first = 0;
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
     ring.run(haddr, acc);
     __syncwarp();  // every lane's ldmatrix reads of hs are done before the next unit restages it
     ensure_routed();  // a shared-expert unit may have started before the routing was known
-    moe_detail::down_store(acc[0], acc[NS - 1], a.dn_gscale[e] * kEpilogueUnscale, 1, g, q, a.y + p * H, H,
+    moe_detail::down_store(acc[0][0], acc[NS - 1][0], a.dn_gscale[e] * kEpilogueUnscale, 1, g, q, a.y + p * H, H,
                            static_cast<int64_t>(v) * NS, NS == 2);
     __threadfence();
     __syncwarp();

@@ -1,12 +1,13 @@
-// The grouped MoE GEMM for tiles of at most 8 tokens (decode: few tokens per expert), a
-// weight-streaming kernel with no barrier in its k loop:
+// The grouped MoE GEMM for tiles of at most 8 tokens (decode: few tokens per expert), and of
+// 9..16 tokens where their stage fits (NT = 2 token groups: ldmatrix .x4 and two mma per strip
+// and k16 step on the same A fragment), a weight-streaming kernel with no barrier in its k loop:
 //   - One warp = one work item over all of k: gate|up: 16 intermediate columns (the gate strip
 //     and the matching up strip, 2 x 16 weight rows sharing each activation fragment, so the
 //     SwiGLU epilogue is warp-local); down: 2 strips (32 output rows).
-//   - A CTA = W warps = W items of ONE tile; W is the narrowest width in 4..8 that keeps the most
-//     warps resident per SM for the tile's stage size, halved while the grid would not cover the SMs;
-//     the tile is found from blockIdx (moe_find_tile), and its activation rows (at most
-//     tile_tokens <= 8, the dispatch's tile size) are staged ONCE into shared memory for all
+//   - A CTA = W warps = W items of ONE tile; W is the narrowest width in 4..8 (4..12 at NT = 2)
+//     that keeps the most warps resident per SM for the tile's stage size, halved while the grid
+//     would not cover the SMs; the tile is found from blockIdx (moe_find_tile), and its activation
+//     rows (at most tile_tokens <= 8 NT, the dispatch's tile size) are staged ONCE into shared memory for all
 //     of k (tile_tokens x (K + 8) bf16), then one __syncthreads, then each warp streams on
 //     its own: a ring of 2 register chunks of 4 k-tiles x 2 strips (up to 9.2 KB of weights
 //     in flight per warp), 16-byte evict-first loads, a chunk refilled as soon as consumed.
@@ -46,6 +47,11 @@ using detail::mma_bf16;
 using detail::tile_scales;
 
 constexpr int kStreamMaxWarps = 8;
+// Tiles of 9..16 tokens (two token groups): a 16-token stage of V4-Flash gate|up (131 KB) leaves
+// one CTA per SM, so these CTAs may be up to 12 warps wide.
+constexpr int kStream16MaxWarps = 12;
+template <int NT>
+constexpr int stream_max_warps() { return NT == 1 ? kStreamMaxWarps : kStream16MaxWarps; }
 // 2 chunks of 4 k-tiles x 2 strips: 4.6-9.2 KB of weights in flight per warp at ~150
 // registers, 13 warps per SM. Measured on H100 against 3 chunks of 4 (~205-240 registers,
 // 8-9 warps per SM), 3 of 2 and 4 of 2: the most warps per SM won, up to the point where a
@@ -107,9 +113,13 @@ struct StripRing {
     load_left -= kC;
   }
 
-  // xk: shared address of this lane's ldmatrix row at k = 0 (lanes 0..15: token lane % 8,
-  // k half (lane / 8) % 2). acc[j]: strip j, zero on entry.
-  __device__ __forceinline__ void run(unsigned xk, float (&acc)[NS][4]) {
+  // xk: shared address of this lane's ldmatrix row at k = 0 (NT = 1, lanes 0..15: token
+  // lane % 8, k half (lane / 8) % 2; NT = 2, all lanes: token lane % 8 + 8 (lane / 16), the same
+  // k half). acc[j][t]: strip j, token group t (tokens 8t..8t+7), zero on entry. Both groups
+  // multiply the same A fragment: each output is the same mma chain whatever NT.
+  template <int NT>
+  __device__ __forceinline__ void run(unsigned xk, float (&acc)[NS][NT][4]) {
+    static_assert(NT == 1 || NT == 2, "8 or 16 tokens per tile");
     auto compute_chunk = [&](const uint4 (&c)[kC][NS], const uint2 (&s)[kC][NS]) {
 #pragma unroll
       for (int i = 0; i < kC; ++i) {
@@ -119,14 +129,21 @@ struct StripRing {
         for (int j = 0; j < NS; ++j) tile_scales<NV>(s[i][j], sw[j]);
         auto step = [&](auto jc) {
           constexpr int J = decltype(jc)::value;
-          uint32_t b0, b1, af[4];
-          asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
-                       : "=r"(b0), "=r"(b1)
-                       : "r"(xk + i * kTileK * 2 + J * 32));
+          uint32_t b[2 * NT], af[4];
+          if constexpr (NT == 1) {
+            asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                         : "=r"(b[0]), "=r"(b[1])
+                         : "r"(xk + i * kTileK * 2 + J * 32));
+          } else {
+            asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                         : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                         : "r"(xk + i * kTileK * 2 + J * 32));
+          }
 #pragma unroll
           for (int j = 0; j < NS; ++j) {
             a_fragment_fast<NV, J>(c[i][j], sw[j], af);
-            mma_bf16(acc[j], af, b0, b1);
+#pragma unroll
+            for (int t = 0; t < NT; ++t) mma_bf16(acc[j][t], af, b[2 * t], b[2 * t + 1]);
           }
         };
         step(std::integral_constant<int, 0>{});
@@ -193,8 +210,9 @@ __device__ __forceinline__ void down_store(const float (&acc0)[4], const float (
   }
 }
 
-template <bool NV, bool GATEUP>
-__global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
+// NT: token groups of 8 (1: tiles of at most 8 tokens, 2: at most 16).
+template <bool NV, bool GATEUP, int NT>
+__global__ void __launch_bounds__(stream_max_warps<NT>() * 32, 1)
     moe_stream_kernel(const MoeGroupedArgs a, int groups_per_tile) {
   extern __shared__ __align__(16) __nv_bfloat16 xs[];  // [tile_tokens][K + 8]
   const int W = static_cast<int>(blockDim.x / 32);
@@ -268,22 +286,29 @@ __global__ void __launch_bounds__(kStreamMaxWarps * 32, 1)
   __syncthreads();
   if (!active) return finish();
 
-  const int tok_row = (lane % 8) < rows ? lane % 8 : 0;
+  const int tok = NT == 1 ? lane % 8 : lane % 8 + 8 * (lane / 16);
+  const int tok_row = tok < rows ? tok : 0;
   const unsigned xaddr =
       static_cast<unsigned>(__cvta_generic_to_shared(xs + tok_row * pitch + ((lane / 8) % 2) * 8));
-  float acc[2][4] = {};
+  float acc[2][NT][4] = {};
   ring.run(xaddr, acc);
 
+  // Token group t holds the tile's rows 8t..8t+7: its epilogue sees them as rows 0..7.
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    const int rows_t = rows - 8 * t;
+    if constexpr (GATEUP)
+      swiglu_store(acc[0][t], acc[1][t], a.gscale[2 * e] * kEpilogueUnscale, a.gscale[2 * e + 1] * kEpilogueUnscale,
+                   a.swiglu_limit, rows_t, g, q, a.y + (row0 + 8 * t) * a.inter, a.inter, item * kTileRows);
+    else
+      down_store(acc[0][t], acc[1][t], a.gscale[e] * kEpilogueUnscale, rows_t, g, q, a.y + (row0 + 8 * t) * a.n, a.n, s0, has1);
+  }
   if constexpr (GATEUP) {
-    swiglu_store(acc[0], acc[1], a.gscale[2 * e] * kEpilogueUnscale, a.gscale[2 * e + 1] * kEpilogueUnscale, a.swiglu_limit,
-                 rows, g, q, a.y + row0 * a.inter, a.inter, item * kTileRows);
     if (a.tile_ready) {  // this item's h columns are stored: count it for the tile's down CTAs
       __threadfence();
       __syncwarp();
       if (lane == 0) atomicAdd(a.tile_ready + tr.tile, 1);
     }
-  } else {
-    down_store(acc[0], acc[1], a.gscale[e] * kEpilogueUnscale, rows, g, q, a.y + row0 * a.n, a.n, s0, has1);
   }
   finish();
 }
@@ -296,9 +321,9 @@ inline int64_t stream_smem_bytes(int64_t k, int tile_tokens) { return static_cas
 // gate|up, k = 7168: 115 KB for 8 tokens, two CTAs per SM) needs wider CTAs (6 warps: 12 per
 // SM instead of 8). Ties go to the narrower CTA; below 4 warps a CTA stages its tile's rows
 // for too few warps (measured on V4-Flash: 1- and 2-warp CTAs at equal occupancy are 5-7%
-// slower, notes step 29). Cached per device and stage size; the query is not a stream
+// slower, notes step 29). Cached per device, kernel and stage size; the query is not a stream
 // operation, so it is safe during graph capture.
-template <bool GATEUP, bool NV>
+template <bool GATEUP, bool NV, int NT>
 cudaError_t stream_width(int64_t smem, int& width) {
   struct Entry {
     int device;
@@ -313,9 +338,9 @@ cudaError_t stream_width(int64_t smem, int& width) {
   for (const Entry& c : cache)
     if (c.device == dev && c.smem == smem) return width = c.width, cudaSuccess;
   int best_w = 4, best = 0;
-  for (int w = 4; w <= kStreamMaxWarps; ++w) {
+  for (int w = 4; w <= stream_max_warps<NT>(); ++w) {
     int ctas = 0;
-    const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, moe_stream_kernel<NV, GATEUP>, 32 * w,
+    const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, moe_stream_kernel<NV, GATEUP, NT>, 32 * w,
                                                                         static_cast<size_t>(smem));
     if (e != cudaSuccess) return e;
     if (ctas * w > best) best = ctas * w, best_w = w;
@@ -325,34 +350,48 @@ cudaError_t stream_width(int64_t smem, int& width) {
   return cudaSuccess;
 }
 
-template <bool GATEUP, bool NV>
-cudaError_t launch_stream(const MoeGroupedArgs& a, cudaStream_t s) {
+// Whether a tile of tt tokens over k fits the streaming kernel's stage.
+inline bool stream_stage_fits(int64_t k, int tt) { return stream_smem_bytes(k, tt) <= kMoeStreamMaxSmem; }
+
+// a.tile_tokens <= 8: NT = 1; 9..16: NT = 2.
+template <bool GATEUP, bool NV, int NT>
+cudaError_t launch_stream_nt(const MoeGroupedArgs& a, cudaStream_t s) {
   const int64_t strips = (a.n + kTileRows - 1) / kTileRows;
   const int64_t items = GATEUP ? a.inter / kTileRows : (strips + 1) / 2;
   const int64_t smem = stream_smem_bytes(a.k, a.tile_tokens);
-  if (smem > kMoeStreamMaxSmem) return cudaErrorInvalidValue;
+  if (smem > kMoeStreamMaxSmem || a.tile_tokens < 1 || a.tile_tokens > 8 * NT) return cudaErrorInvalidValue;
   int w = a.stream_warps;
   if (w == 0) {
-    const cudaError_t e = stream_width<GATEUP, NV>(smem, w);
+    const cudaError_t e = stream_width<GATEUP, NV, NT>(smem, w);
     if (e != cudaSuccess) return e;
     // Narrower CTAs when the grid would not cover the SMs several times over, so that the
     // few items of a decode call spread evenly (a CTA is the unit the hardware places).
     const int64_t target = 6 * static_cast<int64_t>(a.sms > 0 ? a.sms : 132);
     while (w > 1 && a.max_tiles * ((items + w - 1) / w) < target) w /= 2;
   }
-  if (w < 1 || w > kStreamMaxWarps) return cudaErrorInvalidValue;
+  if (w < 1 || w > stream_max_warps<NT>()) return cudaErrorInvalidValue;
   const int64_t groups = (items + w - 1) / w;
   const int64_t blocks = a.max_tiles * groups;
   if (blocks >= (int64_t{1} << 31)) return cudaErrorInvalidValue;
-  return moe_launch(moe_stream_kernel<NV, GATEUP>, dim3(static_cast<unsigned>(blocks)), dim3(32 * w),
+  return moe_launch(moe_stream_kernel<NV, GATEUP, NT>, dim3(static_cast<unsigned>(blocks)), dim3(32 * w),
                     static_cast<size_t>(smem), s, a.pdl, a, static_cast<int>(groups));
+}
+
+template <bool GATEUP, bool NV>
+cudaError_t launch_stream(const MoeGroupedArgs& a, cudaStream_t s) {
+  return a.tile_tokens <= 8 ? launch_stream_nt<GATEUP, NV, 1>(a, s) : launch_stream_nt<GATEUP, NV, 2>(a, s);
 }
 
 template <bool GATEUP>
 cudaError_t prepare_stream() {
-  cudaError_t e = cudaFuncSetAttribute(moe_stream_kernel<true, GATEUP>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMoeStreamMaxSmem);
-  if (e == cudaSuccess)
-    e = cudaFuncSetAttribute(moe_stream_kernel<false, GATEUP>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMoeStreamMaxSmem);
+  cudaError_t e = cudaSuccess;
+  auto raise = [&](auto kernel) {
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMoeStreamMaxSmem);
+  };
+  raise(moe_stream_kernel<true, GATEUP, 1>);
+  raise(moe_stream_kernel<false, GATEUP, 1>);
+  raise(moe_stream_kernel<true, GATEUP, 2>);
+  raise(moe_stream_kernel<false, GATEUP, 2>);
   return e;
 }
 
