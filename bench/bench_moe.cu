@@ -280,7 +280,7 @@ int run_bench(int argc, char** argv) {
       const double graph_us = timed(graph_fn, 3000.0, 100.0);
       for (cudaGraphExec_t e : execs) cudaGraphExecDestroy(e);
       if (!baseline) {
-        const int mt1 = opt.mtiles ? *opt.mtiles : T == 1 && opt.single_token ? 0 : moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
+        const int mt1 = moe_token_tiles(L, T, opt);
         rows.push_back(Row{M.name, T, fp4_us, graph_us, 0.0, floor_us, touched, -1.0, plain_us, floor_bytes, mt1});
         std::fprintf(stderr, "%s T=%lld: fp4moe %.1f us (graph %.1f us), floor %.1f us\n", M.name, static_cast<long long>(T), fp4_us,
                      graph_us, floor_us);
@@ -369,7 +369,7 @@ int run_bench(int argc, char** argv) {
         num += (u - v) * (u - v);
         den += v * v;
       }
-      const int mt = opt.mtiles ? *opt.mtiles : T == 1 && opt.single_token ? 0 : moe_mtiles((T * kTopK + M.experts - 1) / M.experts);
+      const int mt = moe_token_tiles(L, T, opt);
       // With aliased bf16 copies the baseline computes other experts' products: no comparison.
       const double rl2 = ncopies < L.slots ? -1.0 : std::sqrt(num / std::max(den, 1e-30));
       rows.push_back(Row{M.name, T, fp4_us, graph_us, cub_us, floor_us, touched, rl2, plain_us, floor_bytes, mt});

@@ -88,8 +88,9 @@ struct MoeWorkspace {
   ~MoeWorkspace();
 };
 
-// Token tiles (of 8) per grouped-GEMM CTA for T tokens: a plain function (tests may pin).
-int moe_mtiles(int64_t pairs_per_slot);
+// Token tiles (of 8) per grouped-GEMM CTA for a mean of pairs_per_slot tokens per expert;
+// stream16: 16-token tiles run the weight-streaming kernel for both GEMMs of the layer.
+int moe_mtiles(int64_t pairs_per_slot, bool stream16);
 
 struct MoeOptions {
   std::optional<int> mtiles;  // pin the routed slots' token tiles (1, 2, 4, 8: tokens / 8; 12, 16: the 96- and 128-token wgmma kernels)
@@ -102,10 +103,15 @@ struct MoeOptions {
   std::optional<int> stream_tokens;
   std::optional<int> stream_warps;
   // 16-token tiles run the weight-streaming kernel for each GEMM whose 16-token stage fits its
-  // shared memory (V4-Flash both, V4-Pro down), else the grouped kernel; false: the grouped
-  // kernel always. For comparisons: the same bits.
+  // shared memory (both GEMMs of both V4 layers: 16 x (7168 + 8) x 2 bytes is under the 227 KiB
+  // limit), else the grouped kernel; false: the grouped kernel always (and moe_mtiles' rule for
+  // the grouped kernel). For comparisons: the same bits.
   bool stream16 = true;
 };
+
+// The routed slots' token tiles (moe_mtiles' units) that a call of T tokens runs with these
+// options; 0: the single-token kernel.
+int moe_token_tiles(const MoeLayer& L, int64_t T, const MoeOptions& opt = {});
 
 // Routing only: ws.ids / ws.weights.
 void moe_route(const MoeLayer& L, const float* logits, int64_t T, const int32_t* token_ids, const int32_t* n_valid,

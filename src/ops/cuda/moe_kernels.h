@@ -185,6 +185,7 @@ __device__ __forceinline__ int64_t moe_src_row(const MoeGroupedArgs& a, const Mo
 // tile_tokens * (k + 8) * 2 bytes of shared memory, at most the 227 KB one CTA may have.
 inline constexpr int64_t kMoeStreamMaxSmem = 232448;
 inline bool moe_stream_fits(int64_t k) { return 8 * (k + 8) * 2 <= kMoeStreamMaxSmem; }
+inline bool moe_stream16_fits(int64_t k) { return 16 * (k + 8) * 2 <= kMoeStreamMaxSmem; }
 // Row blocks per tile: gate|up I/64 (64 gate + 64 up rows), down ceil(H/128); the wgmma
 // kernels: gate|up ceil(I/128) (128 gate + 128 up rows), down ceil(H/256).
 cudaError_t launch_moe_gate_up(const MoeGroupedArgs& a, cudaStream_t s);
