@@ -84,16 +84,22 @@ inline double flag_double(const char* prog, const std::string& flag, const std::
     flag_error(prog, flag, text, want);
   return v;
 }
+// The comma-separated fields of text (one empty field for an empty text).
+inline std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> v;
+  for (size_t pos = 0;;) {
+    const size_t c = text.find(',', pos);
+    v.push_back(text.substr(pos, c == std::string::npos ? std::string::npos : c - pos));
+    if (c == std::string::npos) break;
+    pos = c + 1;
+  }
+  return v;
+}
 // A comma-separated list of integers in [lo, hi], at least one.
 inline std::vector<int64_t> flag_int_list(const char* prog, const std::string& flag, const std::string& text, int64_t lo,
                                           int64_t hi) {
   std::vector<int64_t> v;
-  for (size_t pos = 0;;) {
-    const size_t c = text.find(',', pos);
-    v.push_back(flag_int(prog, flag, text.substr(pos, c == std::string::npos ? std::string::npos : c - pos), lo, hi));
-    if (c == std::string::npos) break;
-    pos = c + 1;
-  }
+  for (const std::string& f : split_commas(text)) v.push_back(flag_int(prog, flag, f, lo, hi));
   return v;
 }
 

@@ -135,13 +135,8 @@ int run_bench(int argc, char** argv) {
   if (opt.mtiles && *opt.mtiles != 1 && *opt.mtiles != 2 && *opt.mtiles != 4 && *opt.mtiles != 8 && *opt.mtiles != 12 &&
       *opt.mtiles != 16)
     flag_error(kProg, "--mtiles", std::to_string(*opt.mtiles), "1, 2, 4, 8, 12 or 16");
-  for (size_t pos = 0;;) {  // --models: a comma-separated list of flash and pro
-    const size_t c = models.find(',', pos);
-    const std::string m = models.substr(pos, c == std::string::npos ? std::string::npos : c - pos);
+  for (const std::string& m : split_commas(models))
     if (m != "flash" && m != "pro") flag_error(kProg, "--models", models, "a comma-separated list of flash and pro");
-    if (c == std::string::npos) break;
-    pos = c + 1;
-  }
   // One measurement: windows of ~3 ms (at most 100 calls) by default; with --sustain, the calls
   // first run back to back for ~sustain_ms (no synchronization before the timed windows).
   auto timed = [&](const std::function<void(int)>& fn, double plain_budget_us, double plain_max) {
