@@ -62,9 +62,9 @@ struct Plan {
 Plan plan_for(const MoeLayer& L, int64_t T, const MoeOptions& opt) {
   const int64_t k = L.spec.router.top_k;
   const int64_t per_slot = (T * k + L.spec.n_local - 1) / L.spec.n_local;
-  const bool stream_fits = moe_stream_fits(std::max(L.spec.hidden, L.spec.inter));
+  const bool stream_fits = moe_stream_stage_fits(std::max(L.spec.hidden, L.spec.inter), 8);
   const int stream_tt = opt.stream_tokens ? *opt.stream_tokens : T * k <= L.spec.n_local ? 4 : 8;
-  const bool stream16 = opt.stream16 && moe_stream16_fits(L.spec.hidden) && moe_stream16_fits(L.spec.inter);
+  const bool stream16 = opt.stream16 && moe_stream_stage_fits(std::max(L.spec.hidden, L.spec.inter), 16);
   auto fit = [&](int mt) { return mt == 1 && !stream_fits ? 2 : mt; };
   auto tokens = [&](int mt) { return mt == 1 ? static_cast<int>(std::clamp<int64_t>(T, 1, stream_tt)) : 8 * mt; };
   Plan p;
@@ -80,19 +80,20 @@ Plan plan_for(const MoeLayer& L, int64_t T, const MoeOptions& opt) {
 
 }  // namespace
 
-int moe_mtiles(int64_t pairs_per_slot, bool stream16) {
+int moe_mtiles(int64_t pairs_per_slot, bool routed_stream16) {
   // Past 48 tokens per expert the wgmma tiles (moe_grouped_wgmma.cu) win (V4-Pro T = 4096, 64
   // per expert: 19.7 ms with 128-token tiles against 20.3 with 64-token tiles). Up to 72 per
   // expert on average they are 96 tokens: one tile still holds nearly every expert's segment
   // (V4-Pro T = 4096: at most ~87), with a quarter less tensor work than 128.
   if (pairs_per_slot > 48) return pairs_per_slot <= 72 ? kMoeWgmmaTilesSmall : kMoeWgmmaTiles;
   // Where 16-token tiles run the weight-streaming kernel (both GEMMs' stages fit), they win from
-  // 7 to 32 pairs per expert: an expert averaging 8 exceeds an 8-token tile 40% of the time
-  // and reads its weights again, and the grouped kernel's 32-token tiles are slower still
+  // 8 to 32 pairs per expert (7, between the sweep's points, goes with them): an expert
+  // averaging 8 exceeds an 8-token tile 40% of the time and reads its weights again, and the
+  // grouped kernel's 32-token tiles are slower still
   // (H200: V4-Pro T = 512, 8 pairs, 6.1 -> 5.0-5.3 ms; V4-Flash T = 768, 18 pairs, 2.53 -> 2.09 ms;
   // V4-Pro T = 2048, 32 pairs, 13.9 -> 12.8 ms; at 6 pairs 8-token tiles are 1-5% ahead; notes
   // step 45). Past 32, 64-token tiles (V4-Flash T = 2048, 48 pairs: 3.66 against 4.55 ms).
-  if (stream16) return pairs_per_slot <= 6 ? 1 : pairs_per_slot <= 32 ? 2 : 8;
+  if (routed_stream16) return pairs_per_slot <= 6 ? 1 : pairs_per_slot <= 32 ? 2 : 8;
   return pairs_per_slot <= 8 ? 1 : pairs_per_slot <= 16 ? 2 : pairs_per_slot <= 32 ? 4 : 8;
 }
 

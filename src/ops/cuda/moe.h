@@ -88,9 +88,12 @@ struct MoeWorkspace {
   ~MoeWorkspace();
 };
 
-// Token tiles (of 8) per grouped-GEMM CTA for a mean of pairs_per_slot tokens per expert;
-// stream16: 16-token tiles run the weight-streaming kernel for both GEMMs of the layer.
-int moe_mtiles(int64_t pairs_per_slot, bool stream16);
+// Token tiles (of 8) per grouped-GEMM CTA for a mean of pairs_per_slot tokens per expert.
+// routed_stream16: the rule for routed slots whose 16-token tiles run the weight-streaming
+// kernel for both GEMMs (tokens spread over the experts at random, so an expert near the mean
+// often overflows a tile); false: the grouped-kernel rule, also used for the shared expert,
+// whose T tokens fill its tiles exactly.
+int moe_mtiles(int64_t pairs_per_slot, bool routed_stream16);
 
 struct MoeOptions {
   std::optional<int> mtiles;  // pin the routed slots' token tiles (1, 2, 4, 8: tokens / 8; 12, 16: the 96- and 128-token wgmma kernels)

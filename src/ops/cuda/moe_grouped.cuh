@@ -208,10 +208,10 @@ cudaError_t launch_grouped(const MoeGroupedArgs& a, cudaStream_t s) {
     case 3: return launch_stream<GATEUP, true>(a, s);
     case 2: return launch_stream<GATEUP, false>(a, s);
     case 5:
-      return a.stream16 && stream_stage_fits(a.k, a.tile_tokens) ? launch_stream<GATEUP, true>(a, s)
+      return a.stream16 && moe_stream_stage_fits(a.k, a.tile_tokens) ? launch_stream<GATEUP, true>(a, s)
                                                                   : launch_one<GATEUP, 2, true>(a, row_blocks, s);
     case 4:
-      return a.stream16 && stream_stage_fits(a.k, a.tile_tokens) ? launch_stream<GATEUP, false>(a, s)
+      return a.stream16 && moe_stream_stage_fits(a.k, a.tile_tokens) ? launch_stream<GATEUP, false>(a, s)
                                                                   : launch_one<GATEUP, 2, false>(a, row_blocks, s);
     case 9: return launch_one<GATEUP, 4, true>(a, row_blocks, s);
     case 8: return launch_one<GATEUP, 4, false>(a, row_blocks, s);

@@ -182,10 +182,11 @@ __device__ __forceinline__ int64_t moe_src_row(const MoeGroupedArgs& a, const Mo
 #endif
 // Tiles of at most 8 tokens (mtiles == 1), and 16-token tiles where they fit, run the
 // weight-streaming kernel (moe_stream.cuh), which stages the tile's rows for all of k: it needs
-// tile_tokens * (k + 8) * 2 bytes of shared memory, at most the 227 KB one CTA may have.
+// tile_tokens * (k + 8) * 2 bytes of shared memory, at most the 227 KB one CTA may have. The
+// planner (moe.cu) and the launch (moe_stream.cuh, moe_grouped.cuh) both ask these two.
 inline constexpr int64_t kMoeStreamMaxSmem = 232448;
-inline bool moe_stream_fits(int64_t k) { return 8 * (k + 8) * 2 <= kMoeStreamMaxSmem; }
-inline bool moe_stream16_fits(int64_t k) { return 16 * (k + 8) * 2 <= kMoeStreamMaxSmem; }
+inline int64_t moe_stream_stage_bytes(int64_t k, int tile_tokens) { return static_cast<int64_t>(tile_tokens) * (k + 8) * 2; }
+inline bool moe_stream_stage_fits(int64_t k, int tile_tokens) { return moe_stream_stage_bytes(k, tile_tokens) <= kMoeStreamMaxSmem; }
 // Row blocks per tile: gate|up I/64 (64 gate + 64 up rows), down ceil(H/128); the wgmma
 // kernels: gate|up ceil(I/128) (128 gate + 128 up rows), down ceil(H/256).
 cudaError_t launch_moe_gate_up(const MoeGroupedArgs& a, cudaStream_t s);

@@ -313,9 +313,6 @@ __global__ void __launch_bounds__(stream_max_warps<NT>() * 32, 1)
   finish();
 }
 
-// Dynamic shared memory of one CTA: the tile's activation rows for all of k.
-inline int64_t stream_smem_bytes(int64_t k, int tile_tokens) { return static_cast<int64_t>(tile_tokens) * (k + 8) * 2; }
-
 // Warps per CTA that keep the most warps resident per multiprocessor for a stage of `smem`
 // bytes: registers and the activation stage both bound the CTAs per SM, so a wide stage (V4-Pro
 // gate|up, k = 7168: 115 KB for 8 tokens, two CTAs per SM) needs wider CTAs (6 warps: 12 per
@@ -350,16 +347,14 @@ cudaError_t stream_width(int64_t smem, int& width) {
   return cudaSuccess;
 }
 
-// Whether a tile of tt tokens over k fits the streaming kernel's stage.
-inline bool stream_stage_fits(int64_t k, int tt) { return stream_smem_bytes(k, tt) <= kMoeStreamMaxSmem; }
-
 // a.tile_tokens <= 8: NT = 1; 9..16: NT = 2.
 template <bool GATEUP, bool NV, int NT>
 cudaError_t launch_stream_nt(const MoeGroupedArgs& a, cudaStream_t s) {
   const int64_t strips = (a.n + kTileRows - 1) / kTileRows;
   const int64_t items = GATEUP ? a.inter / kTileRows : (strips + 1) / 2;
-  const int64_t smem = stream_smem_bytes(a.k, a.tile_tokens);
-  if (smem > kMoeStreamMaxSmem || a.tile_tokens < 1 || a.tile_tokens > 8 * NT) return cudaErrorInvalidValue;
+  // Dynamic shared memory of one CTA: the tile's activation rows for all of k.
+  const int64_t smem = moe_stream_stage_bytes(a.k, a.tile_tokens);
+  if (!moe_stream_stage_fits(a.k, a.tile_tokens) || a.tile_tokens < 1 || a.tile_tokens > 8 * NT) return cudaErrorInvalidValue;
   int w = a.stream_warps;
   if (w == 0) {
     const cudaError_t e = stream_width<GATEUP, NV, NT>(smem, w);
