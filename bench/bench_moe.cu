@@ -126,7 +126,7 @@ int run_bench(int argc, char** argv) {
     else if (a == "--stream-warps" && i + 1 < argc) opt.stream_warps = static_cast<int>(flag_int(kProg, a, argv[++i], 1, 8));
     else if (a == "--models" && i + 1 < argc) models = argv[++i];
     else if (a == "--single-prefetch" && i + 1 < argc) opt.single_token_prefetch = flag_double(kProg, a, argv[++i], 0, 1);
-    else if (a == "--single-prefetch-mode" && i + 1 < argc) opt.single_token_prefetch_mode = static_cast<int>(flag_int(kProg, a, argv[++i], 0, 3));
+    else if (a == "--single-prefetch-mode" && i + 1 < argc) opt.single_token_prefetch_mode = static_cast<int>(flag_int(kProg, a, argv[++i], 0, 7));
     else if (a == "--sustain" && i + 1 < argc) sustain_ms = flag_double(kProg, a, argv[++i], 0, 60000);
     else if (a == "--t" && i + 1 < argc) ts = flag_int_list(kProg, a, argv[++i], 1, int64_t{1} << 20);
     else {

@@ -246,6 +246,19 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
 #pragma unroll
     for (int j = 0; j < NS; ++j) strips[j] = static_cast<int64_t>(v) * NS + j;
     ring.start(a.dn_codes + e * a.dn_code_stride, a.dn_scales + e * a.dn_scale_stride, a.dn_ktiles, strips, lane, true);
+    if ((a.prefetch_mode & 4) && lane < NS) {  // EXPERIMENT: this unit's k-tiles past the ring's, while h is awaited
+      constexpr int kSB = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
+      const int64_t skip = 2 * moe_detail::kStreamChunk;
+      if (a.dn_ktiles > skip) {
+        const int64_t st = strips[lane];
+        uint64_t policy;
+        asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(policy));
+        asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;\n" ::"l"(a.dn_codes + e * a.dn_code_stride + (st * a.dn_ktiles + skip) * kTileCodeBytes),
+                     "r"(static_cast<unsigned>((a.dn_ktiles - skip) * kTileCodeBytes)), "l"(policy) : "memory");
+        asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;\n" ::"l"(a.dn_scales + e * a.dn_scale_stride + (st * a.dn_ktiles + skip) * kSB),
+                     "r"(static_cast<unsigned>((a.dn_ktiles - skip) * kSB)), "l"(policy) : "memory");
+      }
+    }
     if (lane == 0)
       while (moe_ld_acquire(gu_done + p * kLine) < gu_items) __nanosleep(256);
     __syncwarp();
