@@ -22,7 +22,6 @@
 // call ran the single-token kernel (moe_single_token.cu), no tiles.
 // Usage: bench_moe [--json FILE] [--t LIST] [--models flash,pro] [--no-baseline] [--grouped]
 //                  [--mtiles N] [--stream-tokens N] [--stream-warps N] [--no-stream16] [--sustain MS]
-//                  [--single-prefetch F] [--single-prefetch-mode M]
 // (--no-baseline: fp4moe alone, eager and graph, e.g. under a profiler; --grouped: one-token
 // calls on the grouped path instead of the single-token kernel, for comparison; --mtiles: pin
 // the routed experts' token tiles, 1, 2, 4, 8, 12 or 16 eighths, for comparison; --stream-tokens,
@@ -125,8 +124,6 @@ int run_bench(int argc, char** argv) {
     else if (a == "--stream-tokens" && i + 1 < argc) opt.stream_tokens = static_cast<int>(flag_int(kProg, a, argv[++i], 1, 8));
     else if (a == "--stream-warps" && i + 1 < argc) opt.stream_warps = static_cast<int>(flag_int(kProg, a, argv[++i], 1, 8));
     else if (a == "--models" && i + 1 < argc) models = argv[++i];
-    else if (a == "--single-prefetch" && i + 1 < argc) opt.single_token_prefetch = flag_double(kProg, a, argv[++i], 0, 1);
-    else if (a == "--single-prefetch-mode" && i + 1 < argc) opt.single_token_prefetch_mode = static_cast<int>(flag_int(kProg, a, argv[++i], 0, 7));
     else if (a == "--sustain" && i + 1 < argc) sustain_ms = flag_double(kProg, a, argv[++i], 0, 60000);
     else if (a == "--t" && i + 1 < argc) ts = flag_int_list(kProg, a, argv[++i], 1, int64_t{1} << 20);
     else {

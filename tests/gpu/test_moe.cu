@@ -344,8 +344,7 @@ TEST(MoeGraph, ReplayEqualsEagerWithPaddedRows) {
 // than 16 warps per SM: inter 4096), over many routings: ties, hash routing with repeated experts and stale token ids, absent
 // experts (some calls route every pair away), no shared expert, MXFP4; back to back on one
 // workspace (its counters must reset themselves); for a padding token (n_valid = 0: zero
-// output); with the down weights' L2 prefetch off, partial and whole; and replayed from a CUDA
-// graph with new inputs.
+// output); and replayed from a CUDA graph with new inputs.
 TEST(MoeSingleToken, SameBitsAsGroupedPath) {
   FP4MOE_REQUIRE_GPU();
   test::SeededRng R;
@@ -394,12 +393,9 @@ TEST(MoeSingleToken, SameBitsAsGroupedPath) {
       test::poison(outg);
       return nv;
     };
-    auto fwd = [&](cuda::DeviceBuffer& o, cuda::MoeWorkspace& w, bool single, int call) {
+    auto fwd = [&](cuda::DeviceBuffer& o, cuda::MoeWorkspace& w, bool single) {
       cuda::MoeOptions opt;
       opt.single_token = single;
-      // The down weights' L2 prefetch: none, the first k-tile of each strip (on a 50 MB L2), or
-      // the default (all of these small layers): a hint, so the same bits.
-      opt.single_token_prefetch = call % 3 == 0 ? 0.0 : call % 3 == 1 ? 0.004 : opt.single_token_prefetch;
       cuda::moe_forward(*f.dev, x.get<__nv_bfloat16>(), 1, logits.get<float>(), tok.get<int32_t>(), nvalid.get<int32_t>(),
                         o.get<__nv_bfloat16>(), w, s.get(), opt);
     };
@@ -415,21 +411,21 @@ TEST(MoeSingleToken, SameBitsAsGroupedPath) {
     for (int call = 0; call < 24; ++call) {  // back to back on the same workspaces
       SCOPED_TRACE("call " + std::to_string(call));
       const int32_t nv = fill(call);
-      fwd(out1, ws1, true, call);
-      fwd(outg, wsg, false, call);
+      fwd(out1, ws1, true);
+      fwd(outg, wsg, false);
       compare(nv, "eager");
     }
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     cuda::check_cuda(cudaStreamBeginCapture(s.get(), cudaStreamCaptureModeGlobal), "begin capture");
-    fwd(out1, ws1, true, 2);
+    fwd(out1, ws1, true);
     cuda::check_cuda(cudaStreamEndCapture(s.get(), &graph), "end capture");
     cuda::check_cuda(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
     for (int call = 0; call < 8; ++call) {
       SCOPED_TRACE("replay " + std::to_string(call));
       const int32_t nv = fill(call + 2);
       cuda::check_cuda(cudaGraphLaunch(exec, s.get()), "graph launch");
-      fwd(outg, wsg, false, 0);
+      fwd(outg, wsg, false);
       compare(nv, "graph replay");
     }
     cudaGraphExecDestroy(exec);
@@ -452,8 +448,7 @@ TEST(MoeLayer, RejectsBadInput) {
   EXPECT_THROW(cuda::moe_forward(*f.dev, nullptr, 5, nullptr, nullptr, nullptr, nullptr, ws, nullptr), std::invalid_argument);
   for (auto set : {+[](cuda::MoeOptions& o) { o.mtiles = 3; }, +[](cuda::MoeOptions& o) { o.stream_tokens = 0; },
                    +[](cuda::MoeOptions& o) { o.stream_tokens = 9; }, +[](cuda::MoeOptions& o) { o.stream_warps = 0; },
-                   +[](cuda::MoeOptions& o) { o.stream_warps = 9; }, +[](cuda::MoeOptions& o) { o.single_token_prefetch = -0.1; },
-                   +[](cuda::MoeOptions& o) { o.single_token_prefetch = 1.5; }}) {
+                   +[](cuda::MoeOptions& o) { o.stream_warps = 9; }}) {
     cuda::MoeOptions o;
     set(o);
     EXPECT_THROW(cuda::moe_forward(*f.dev, nullptr, 0, nullptr, nullptr, nullptr, nullptr, ws, nullptr, o), std::invalid_argument);

@@ -83,7 +83,5 @@ class Stream {
 
 // Number of SMs of the current device (cached per process).
 int device_sm_count();
-// The current device's L2 size in bytes (the first call's device, cached like the SM count).
-int64_t device_l2_bytes();
 
 }  // namespace fp4moe::cuda

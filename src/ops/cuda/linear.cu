@@ -20,16 +20,6 @@ int device_sm_count() {
   return sms;
 }
 
-int64_t device_l2_bytes() {
-  static int64_t bytes = [] {
-    int dev = 0, n = 0;
-    check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-    check_cuda(cudaDeviceGetAttribute(&n, cudaDevAttrL2CacheSize, dev), "cudaDeviceGetAttribute(L2 size)");
-    return static_cast<int64_t>(n);
-  }();
-  return bytes;
-}
-
 DeviceW4Matrix DeviceW4Matrix::upload(const W4Layout& L, cudaStream_t s) {
   DeviceW4Matrix d;
   d.format = L.format;

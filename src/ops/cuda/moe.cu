@@ -39,8 +39,6 @@ void check_options(const MoeOptions& opt, const std::string& w) {
     throw std::invalid_argument(w + ": stream_tokens must be in 1..8");
   if (opt.stream_warps && (*opt.stream_warps < 1 || *opt.stream_warps > 8))
     throw std::invalid_argument(w + ": stream_warps must be in 1..8");
-  if (!(opt.single_token_prefetch >= 0.0 && opt.single_token_prefetch <= 1.0))
-    throw std::invalid_argument(w + ": single_token_prefetch must be in [0, 1]");
 }
 
 // One-token calls run the single persistent kernel (moe_single_token.cu) where its stage fits.
@@ -332,7 +330,7 @@ void moe_dispatch(const MoeLayer& L, int64_t T, const int32_t* n_valid, MoeWorks
 namespace {
 // A one-token call after its router: the single persistent kernel (moe_single_token.cu).
 void forward_single_token(const MoeLayer& L, const __nv_bfloat16* x, const int32_t* n_valid, __nv_bfloat16* out,
-                          MoeWorkspace& ws, cudaStream_t s, const MoeOptions& opt, const std::string& w) {
+                          MoeWorkspace& ws, cudaStream_t s, const std::string& w) {
   const MoeSpec& sp = L.spec;
   const int64_t k = sp.router.top_k;
   MoeSingleArgs a;
@@ -366,12 +364,6 @@ void forward_single_token(const MoeLayer& L, const __nv_bfloat16* x, const int32
   a.out = out;
   a.sync = ws.sync.get<int32_t>();
   a.sms = device_sm_count();
-  // The down k-tiles that fill the prefetch's share of L2, for the most pairs a call can have.
-  const int64_t tile_bytes = kTileCodeBytes + (a.nvfp4 ? kNvScaleBytesPerTile : kMxScaleBytesPerTile);
-  const int64_t per_ktile = (k + (sp.has_shared ? 1 : 0)) * (sp.hidden / kTileRows) * tile_bytes;
-  const auto budget = static_cast<int64_t>(opt.single_token_prefetch * static_cast<double>(device_l2_bytes()));
-  a.dn_prefetch_ktiles = static_cast<int>(std::min<int64_t>(L.dn_ktiles, budget / per_ktile));
-  a.prefetch_mode = opt.single_token_prefetch_mode;
   a.pdl = true;  // after the router, which lets it start at once
   check_cuda(launch_moe_single(a, s), w + " (single-token kernel)");
 }
@@ -388,7 +380,7 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   const MoeSpec& sp = L.spec;
   const int64_t k = sp.router.top_k;
   if (single_token_call(L, T, opt)) {
-    forward_single_token(L, x, n_valid, out, ws, s, opt, w);
+    forward_single_token(L, x, n_valid, out, ws, s, w);
     return;
   }
   moe_dispatch(L, T, n_valid, ws, s, opt);

@@ -110,12 +110,6 @@ struct MoeOptions {
   // limit), else the grouped kernel; false: the grouped kernel always (and moe_mtiles' rule for
   // the grouped kernel). For comparisons: the same bits.
   bool stream16 = true;
-  // One-token calls (the single-token kernel) prefetch the first k-tiles of every down strip
-  // of the call's experts into L2 as soon as the routing is known, so that the down phase
-  // finds them there instead of waiting on HBM after gate|up: as many k-tiles as fill this
-  // fraction of the device's L2 (0: no prefetch). The same bits.
-  double single_token_prefetch = 0.6;
-  int single_token_prefetch_mode = 0;  // EXPERIMENT: bit 0 evict_last, bit 1 routed pairs only
 };
 
 // The routed slots' token tiles (moe_mtiles' units) that a call of T tokens runs with these

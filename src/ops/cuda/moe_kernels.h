@@ -227,8 +227,6 @@ struct MoeSingleArgs {
   int sms = 0;                       // CTAs: one per multiprocessor
   bool pdl = false;
   int gu_warps = 0;                  // set by launch_moe_single
-  int dn_prefetch_ktiles = 0;        // k-tiles of each down strip prefetched into L2 (0: none)
-  int prefetch_mode = 0;             // EXPERIMENT: bit 0 evict_last, bit 1 routed pairs only
 };
 int64_t moe_single_sync_ints(int64_t hidden, int64_t inter);
 int64_t moe_single_smem_bytes(int64_t hidden, int64_t inter);  // dynamic shared memory of one CTA

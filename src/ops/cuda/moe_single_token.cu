@@ -82,28 +82,6 @@ struct Routing {
   }
 };
 
-// L2 prefetch of the first a.dn_prefetch_ktiles k-tiles of every down strip of slot e (codes
-// and scales, each strip's k-tiles contiguous): CTA c's lane l takes strips c + G (l + 32 j).
-// A hint to the memory system (cp.async.bulk.prefetch, the bulk copy engine): nothing waits
-// for it and no result depends on it.
-template <bool NV>
-__device__ __forceinline__ void prefetch_down(const MoeSingleArgs& a, int e, int lane, uint64_t policy) {
-  constexpr int kSB = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
-  const int64_t strips = a.hidden / kTileRows;
-  const uint8_t* codes = a.dn_codes + e * a.dn_code_stride;
-  const uint8_t* scales = a.dn_scales + e * a.dn_scale_stride;
-  const unsigned code_bytes = static_cast<unsigned>(a.dn_prefetch_ktiles) * kTileCodeBytes;
-  const unsigned scale_bytes = static_cast<unsigned>(a.dn_prefetch_ktiles) * kSB;
-  for (int64_t st = blockIdx.x + static_cast<int64_t>(gridDim.x) * lane; st < strips; st += 32 * static_cast<int64_t>(gridDim.x)) {
-    asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;\n" ::"l"(codes + st * a.dn_ktiles * kTileCodeBytes),
-                 "r"(code_bytes), "l"(policy)
-                 : "memory");
-    asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;\n" ::"l"(scales + st * a.dn_ktiles * kSB),
-                 "r"(scale_bytes), "l"(policy)
-                 : "memory");
-  }
-}
-
 // Counter layout (ints; each group starts on its own 128-byte line, so that the polled
 // counters do not share a line with the busy ones).
 constexpr int kLine = 32;
@@ -157,18 +135,6 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
     rt.pairs = shared_first + __popc(rt.mask);
     routed = true;
   };
-  // The last warp of every CTA (a down warp on both V4 layers) prefetches the down weights
-  // into L2: the shared expert's at once, the routed pairs' when the routing is known.
-  if (a.dn_prefetch_ktiles > 0 && warp == W - 1) {
-    uint64_t policy;
-    if (a.prefetch_mode & 1)
-      asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
-    else
-      asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(policy));
-    if (shared_first && !(a.prefetch_mode & 2)) prefetch_down<NV>(a, a.shared_slot, lane, policy);
-    ensure_routed();
-    for (int p = shared_first; p < rt.pairs; ++p) prefetch_down<NV>(a, rt.slot(p, a.shared_slot), lane, policy);
-  }
   // Roles (see the top of the file): gate|up warps first take gate|up units, down warps take
   // down units; the last failing down claim resets the counters.
   const int nwarps = static_cast<int>(gridDim.x) * W;
@@ -246,19 +212,6 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
 #pragma unroll
     for (int j = 0; j < NS; ++j) strips[j] = static_cast<int64_t>(v) * NS + j;
     ring.start(a.dn_codes + e * a.dn_code_stride, a.dn_scales + e * a.dn_scale_stride, a.dn_ktiles, strips, lane, true);
-    if ((a.prefetch_mode & 4) && lane < NS) {  // EXPERIMENT: this unit's k-tiles past the ring's, while h is awaited
-      constexpr int kSB = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
-      const int64_t skip = 2 * moe_detail::kStreamChunk;
-      if (a.dn_ktiles > skip) {
-        const int64_t st = strips[lane];
-        uint64_t policy;
-        asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(policy));
-        asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;\n" ::"l"(a.dn_codes + e * a.dn_code_stride + (st * a.dn_ktiles + skip) * kTileCodeBytes),
-                     "r"(static_cast<unsigned>((a.dn_ktiles - skip) * kTileCodeBytes)), "l"(policy) : "memory");
-        asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;\n" ::"l"(a.dn_scales + e * a.dn_scale_stride + (st * a.dn_ktiles + skip) * kSB),
-                     "r"(static_cast<unsigned>((a.dn_ktiles - skip) * kSB)), "l"(policy) : "memory");
-      }
-    }
     if (lane == 0)
       while (moe_ld_acquire(gu_done + p * kLine) < gu_items) __nanosleep(256);
     __syncwarp();
