@@ -453,6 +453,42 @@ TEST(MoeLayer, RejectsBadInput) {
     set(o);
     EXPECT_THROW(cuda::moe_forward(*f.dev, nullptr, 0, nullptr, nullptr, nullptr, nullptr, ws, nullptr, o), std::invalid_argument);
   }
+  // Rows are moved in 16-byte pieces: an input or output 8 bytes into a buffer is refused.
+  cuda::DeviceBuffer x(4 * c.hidden * 2 + 16), logits(4 * 8 * 4), out(4 * c.hidden * 2 + 16);
+  cuda::Stream s;
+  auto* xb = x.get<__nv_bfloat16>();
+  auto* ob = out.get<__nv_bfloat16>();
+  EXPECT_THROW(cuda::moe_forward(*f.dev, xb + 4, 2, logits.get<float>(), nullptr, nullptr, ob, ws, s.get()), std::invalid_argument);
+  EXPECT_THROW(cuda::moe_forward(*f.dev, xb, 2, logits.get<float>(), nullptr, nullptr, ob + 4, ws, s.get()), std::invalid_argument);
+  // A workspace sized for another layer shape (here: no shared expert, wider hidden) is refused
+  // before anything is enqueued; so is a moved-from workspace.
+  MoeCase c2 = c;
+  c2.shared = false;
+  c2.hidden = 512;
+  MoeFixture f2(c2, R.rng);
+  cuda::MoeWorkspace ws2 = cuda::MoeWorkspace::create(*f2.dev, 4);
+  EXPECT_THROW(cuda::moe_forward(*f.dev, xb, 2, logits.get<float>(), nullptr, nullptr, ob, ws2, s.get()), std::invalid_argument);
+  EXPECT_THROW(cuda::moe_route(*f.dev, logits.get<float>(), 2, nullptr, nullptr, ws2, s.get()), std::invalid_argument);
+  EXPECT_THROW(cuda::moe_dispatch(*f.dev, 2, nullptr, ws2, s.get()), std::invalid_argument);
+  cuda::MoeWorkspace moved(std::move(ws));
+  EXPECT_THROW(cuda::moe_forward(*f.dev, xb, 2, logits.get<float>(), nullptr, nullptr, ob, ws, s.get()), std::invalid_argument);
+  s.sync();
+  // The bias is updated in place (a graph captured after the first set_bias sees later ones);
+  // a hash table naming an expert outside [0, n_experts) is refused.
+  const void* bias_before = f.dev->bias.get();
+  f.dev->set_bias(std::vector<float>(8, 0.25f));
+  EXPECT_EQ(bias_before, f.dev->bias.get());
+  EXPECT_THROW(f.dev->set_bias(std::vector<float>(7, 0.0f)), std::invalid_argument);
+  MoeCase ch;
+  ch.router = v4_router(8, 2);
+  ch.router.kind = cpu::RouterKind::kV4Hash, ch.router.vocab = 5;
+  MoeFixture fh(ch, R.rng);
+  std::vector<int32_t> table(10, 3);
+  fh.dev->set_tid2eid(table);
+  table[7] = 8;
+  EXPECT_THROW(fh.dev->set_tid2eid(table), std::invalid_argument);
+  table[7] = -1;
+  EXPECT_THROW(fh.dev->set_tid2eid(table), std::invalid_argument);
 }
 
 // ---- T x hidden > 2^31 (int32 offsets would overflow); outside the sanitizer ---------------

@@ -2,6 +2,7 @@
 #include "ops/cuda/moe.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -104,7 +105,11 @@ int moe_token_tiles(const MoeLayer& L, int64_t T, const MoeOptions& opt) {
 
 MoeLayer MoeLayer::create(const MoeSpec& spec) {
   const std::string w = where(spec);
-  cpu::validate_router(spec.router);
+  try {
+    cpu::validate_router(spec.router);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(w + ": " + e.what());
+  }
   if (spec.format != MatrixFormat::kNVFP4 && spec.format != MatrixFormat::kMXFP4)
     throw std::invalid_argument(w + ": experts must be NVFP4 or MXFP4");
   if (spec.hidden <= 0 || spec.hidden % 64 != 0) throw std::invalid_argument(w + ": hidden must be a positive multiple of 64");
@@ -211,20 +216,26 @@ void MoeLayer::set_expert_map(const std::vector<int32_t>& map) {
 }
 
 void MoeLayer::set_bias(const std::vector<float>& b) {
+  const std::string w = where(spec) + ": router bias";
   if (static_cast<int64_t>(b.size()) != spec.router.n_experts)
-    throw std::invalid_argument(where(spec) + ": bias needs one value per expert");
-  bias = DeviceBuffer(b.size() * 4, "MoE router bias");
+    throw std::invalid_argument(w + " needs one value per expert (" + std::to_string(spec.router.n_experts) + "), got " +
+                                std::to_string(b.size()));
+  if (bias.bytes() != b.size() * 4) bias = DeviceBuffer(b.size() * 4, "MoE router bias");  // in place once it exists
   bias.upload(b.data(), b.size() * 4);
-  check_cuda(cudaDeviceSynchronize(), "MoE set_bias");
+  check_cuda(cudaDeviceSynchronize(), w);
 }
 
 void MoeLayer::set_tid2eid(const std::vector<int32_t>& t) {
+  const std::string w = where(spec) + ": tid2eid";
   if (static_cast<int64_t>(t.size()) != spec.router.vocab * spec.router.top_k)
-    throw std::invalid_argument(where(spec) + ": tid2eid must be [vocab, top_k] = " +
-                                shape_str({spec.router.vocab, spec.router.top_k}));
-  tid2eid = DeviceBuffer(t.size() * 4, "MoE tid2eid");
+    throw std::invalid_argument(w + " must be [vocab, top_k] = " + shape_str({spec.router.vocab, spec.router.top_k}));
+  for (size_t i = 0; i < t.size(); ++i)
+    if (t[i] < 0 || t[i] >= spec.router.n_experts)
+      throw std::invalid_argument(w + ": token " + std::to_string(i / spec.router.top_k) + " -> expert " + std::to_string(t[i]) +
+                                  " (experts are 0.." + std::to_string(spec.router.n_experts - 1) + ")");
+  if (tid2eid.bytes() != t.size() * 4) tid2eid = DeviceBuffer(t.size() * 4, "MoE tid2eid");  // in place once it exists
   tid2eid.upload(t.data(), t.size() * 4);
-  check_cuda(cudaDeviceSynchronize(), "MoE set_tid2eid");
+  check_cuda(cudaDeviceSynchronize(), w);
 }
 
 MoeWorkspace MoeWorkspace::create(const MoeLayer& L, int64_t max_tokens) {
@@ -235,6 +246,11 @@ MoeWorkspace MoeWorkspace::create(const MoeLayer& L, int64_t max_tokens) {
   if (P >= (int64_t{1} << 31) - kMoeDispatchChunk) throw std::invalid_argument(w + ": more than 2^31 (token, expert) pairs");
   MoeWorkspace ws;
   ws.max_tokens = max_tokens;
+  ws.top_k = k;
+  ws.slots = L.slots;
+  ws.hidden = L.spec.hidden;
+  ws.inter = L.spec.inter;
+  ws.has_shared = L.spec.has_shared;
   auto buf = [&](int64_t bytes, const char* what) { return DeviceBuffer(static_cast<size_t>(std::max<int64_t>(bytes, 16)), what); };
   ws.ids = buf(max_tokens * k * 4, "MoE ids");
   ws.weights = buf(max_tokens * k * 4, "MoE weights");
@@ -252,11 +268,13 @@ MoeWorkspace MoeWorkspace::create(const MoeLayer& L, int64_t max_tokens) {
   check_cuda(cudaStreamCreateWithFlags(&ws.side, cudaStreamNonBlocking), w + ": side stream");
   check_cuda(cudaEventCreateWithFlags(&ws.fork, cudaEventDisableTiming), w + ": event");
   check_cuda(cudaEventCreateWithFlags(&ws.join, cudaEventDisableTiming), w + ": event");
+  check_cuda(cudaDeviceSynchronize(), w);  // the counters are zero before any stream uses them
   return ws;
 }
 
 MoeWorkspace::MoeWorkspace(MoeWorkspace&& o) noexcept
-    : max_tokens(o.max_tokens), ids(std::move(o.ids)), weights(std::move(o.weights)),
+    : max_tokens(std::exchange(o.max_tokens, 0)), top_k(o.top_k), slots(o.slots), hidden(o.hidden), inter(o.inter),
+      has_shared(o.has_shared), ids(std::move(o.ids)), weights(std::move(o.weights)),
       chunk_counts(std::move(o.chunk_counts)), seg_off(std::move(o.seg_off)), tile_off(std::move(o.tile_off)),
       sorted_tok(std::move(o.sorted_tok)), pair_pos(std::move(o.pair_pos)), h(std::move(o.h)), y(std::move(o.y)),
       tile_ready(std::move(o.tile_ready)), sync(std::move(o.sync)), gu_part(std::move(o.gu_part)),
@@ -268,10 +286,22 @@ MoeWorkspace::~MoeWorkspace() {
   if (side) cudaStreamDestroy(side);
 }
 
+namespace {
+// A workspace serves calls of up to max_tokens tokens of a layer of the shape it was sized for.
+void check_workspace(const MoeLayer& L, int64_t T, const MoeWorkspace& ws, const std::string& w) {
+  if (ws.top_k != L.spec.router.top_k || ws.slots != L.slots || ws.hidden != L.spec.hidden || ws.inter != L.spec.inter ||
+      ws.has_shared != L.spec.has_shared)
+    throw std::invalid_argument(w + ": the workspace was created for another layer shape (top_k " + std::to_string(ws.top_k) +
+                                ", " + std::to_string(ws.slots) + " slots, hidden " + std::to_string(ws.hidden) + ", inter " +
+                                std::to_string(ws.inter) + (ws.has_shared ? ", shared" : "") + ")");
+  if (T < 0 || T > ws.max_tokens) throw std::invalid_argument(w + ": T outside the workspace's [0, " + std::to_string(ws.max_tokens) + "]");
+}
+}  // namespace
+
 void moe_route(const MoeLayer& L, const float* logits, int64_t T, const int32_t* token_ids, const int32_t* n_valid,
                MoeWorkspace& ws, cudaStream_t s) {
   const std::string w = where(L.spec) + ": route " + std::to_string(T) + " tokens";
-  if (T < 0 || T > ws.max_tokens) throw std::invalid_argument(w + ": T outside the workspace's [0, " + std::to_string(ws.max_tokens) + "]");
+  check_workspace(L, T, ws, w);
   const cpu::RouterParams& r = L.spec.router;
   if (T == 0) return;
   if (!logits) throw std::invalid_argument(w + ": null logits");
@@ -302,7 +332,7 @@ void moe_route(const MoeLayer& L, const float* logits, int64_t T, const int32_t*
 void moe_dispatch(const MoeLayer& L, int64_t T, const int32_t* n_valid, MoeWorkspace& ws, cudaStream_t s,
                   const MoeOptions& opt) {
   const std::string w = where(L.spec) + ": dispatch " + std::to_string(T) + " tokens";
-  if (T < 0 || T > ws.max_tokens) throw std::invalid_argument(w + ": T outside the workspace");
+  check_workspace(L, T, ws, w);
   check_options(opt, w);
   const Plan p = plan_for(L, T, opt);
   MoeDispatchArgs a;
@@ -372,10 +402,13 @@ void forward_single_token(const MoeLayer& L, const __nv_bfloat16* x, const int32
 void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const float* logits, const int32_t* token_ids,
                  const int32_t* n_valid, __nv_bfloat16* out, MoeWorkspace& ws, cudaStream_t s, const MoeOptions& opt) {
   const std::string w = where(L.spec) + ": forward " + std::to_string(T) + " tokens";
-  if (T < 0 || T > ws.max_tokens) throw std::invalid_argument(w + ": T outside the workspace's [0, " + std::to_string(ws.max_tokens) + "]");
+  check_workspace(L, T, ws, w);
   check_options(opt, w);
   if (T == 0) return;
   if (!x || !out) throw std::invalid_argument(w + ": null input or output");
+  // The kernels move rows in 16-byte pieces (every row is a multiple of 64 bf16 values).
+  if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 16 != 0)
+    throw std::invalid_argument(w + ": x and out must be 16-byte aligned");
   moe_route(L, logits, T, token_ids, n_valid, ws, s);
   const MoeSpec& sp = L.spec;
   const int64_t k = sp.router.top_k;

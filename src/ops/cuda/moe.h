@@ -64,15 +64,21 @@ struct MoeLayer {
   // two ranges split at row I), down [H, I] (one range).
   void upload_expert(int slot, const MatrixView& gate_up, const MatrixView& down);
   void upload_shared(const MatrixView& gate_up, const MatrixView& down);
+  // The map, bias and table are updated in place once they exist, so a captured graph sees
+  // later values; set the bias and the table before capturing a graph that routes with them
+  // (their first call allocates the buffer the graph then needs).
   void set_expert_map(const std::vector<int32_t>& map);
   void set_bias(const std::vector<float>& bias);
-  void set_tid2eid(const std::vector<int32_t>& table);  // [vocab, k]
+  void set_tid2eid(const std::vector<int32_t>& table);  // [vocab, k], entries in [0, n_experts)
   // FP4 bytes (codes + scales) one slot's two GEMMs stream.
   int64_t slot_stream_bytes() const { return gu_code_stride + gu_scale_stride + dn_code_stride + dn_scale_stride; }
 };
 
 struct MoeWorkspace {
   int64_t max_tokens = 0;
+  // The shape of the layer it was sized for: a call with another layer must not use it.
+  int64_t top_k = 0, slots = 0, hidden = 0, inter = 0;
+  bool has_shared = false;
   DeviceBuffer ids, weights;               // [T, k]
   DeviceBuffer chunk_counts, seg_off, tile_off, sorted_tok, pair_pos;
   DeviceBuffer h, y;                       // [P, I], [P, H] bf16
