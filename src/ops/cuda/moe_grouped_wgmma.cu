@@ -148,8 +148,10 @@ cudaError_t launch(const MoeGroupedArgs& a, cudaStream_t s) {
   const int row_blocks =
       GATEUP ? static_cast<int>((a.inter + S::kGateCols - 1) / S::kGateCols) : static_cast<int>((a.n + S::kRows - 1) / S::kRows);
   const int64_t blocks = a.max_tiles * row_blocks;
-  moe_wgmma_kernel<BM, NV, GATEUP><<<static_cast<unsigned>(blocks), wgmma::kThreads, S::Tile::kSmemBytes, s>>>(a, row_blocks);
-  return cudaGetLastError();
+  // A plain launch (no programmatic dependence), whose own error is returned: an earlier,
+  // unrelated error is neither reported as this launch's nor cleared.
+  return moe_launch(moe_wgmma_kernel<BM, NV, GATEUP>, dim3(static_cast<unsigned>(blocks)), dim3(wgmma::kThreads),
+                    static_cast<size_t>(S::Tile::kSmemBytes), s, false, a, row_blocks);
 }
 
 template <int BM>
