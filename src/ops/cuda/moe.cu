@@ -409,15 +409,28 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   // The kernels move rows in 16-byte pieces (every row is a multiple of 64 bf16 values).
   if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 16 != 0)
     throw std::invalid_argument(w + ": x and out must be 16-byte aligned");
-  moe_route(L, logits, T, token_ids, n_valid, ws, s);
   const MoeSpec& sp = L.spec;
   const int64_t k = sp.router.top_k;
-  if (single_token_call(L, T, opt)) {
+  const bool single = single_token_call(L, T, opt);
+  const Plan p = plan_for(L, T, opt);
+  // A GEMM launch's tiles: each slot's last tile may be partial. Checked before anything is
+  // enqueued, so that a refused call leaves the stream (or a capture) as it found it.
+  const int64_t row_blocks = std::max<int64_t>(sp.inter / 64, (sp.hidden + 127) / 128);
+  auto max_tiles = [&](int mt, int64_t pairs, int64_t nslots) {
+    const int64_t tt = mt == p.mt_routed ? p.tt_routed : p.tt_shared;
+    return std::min<int64_t>(pairs, (pairs + tt - 1) / tt + nslots);
+  };
+  const int64_t tiles_needed = p.one_launch ? max_tiles(p.mt_routed, T * (k + (sp.has_shared ? 1 : 0)), L.slots)
+                                            : std::max(max_tiles(p.mt_shared, T, 1), max_tiles(p.mt_routed, T * k, sp.n_local));
+  if (!single && tiles_needed * row_blocks >= (int64_t{1} << 31))
+    throw std::invalid_argument(w + ": grid too large (" + std::to_string(tiles_needed) + " tiles of " +
+                                std::to_string(row_blocks) + " row blocks)");
+  moe_route(L, logits, T, token_ids, n_valid, ws, s);
+  if (single) {
     forward_single_token(L, x, n_valid, out, ws, s, w);
     return;
   }
   moe_dispatch(L, T, n_valid, ws, s, opt);
-  const Plan p = plan_for(L, T, opt);
 
   MoeGroupedArgs gu;
   gu.nvfp4 = sp.format == MatrixFormat::kNVFP4;
@@ -462,13 +475,10 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   // pdl: gate|up directly after the dispatch on the same stream (one launch), down after gate|up.
   auto run = [&](int slot_begin, int slot_end, int mt, int64_t pairs, int64_t nslots, cudaStream_t st, bool pdl) {
     const int64_t tt = mt == p.mt_routed ? p.tt_routed : p.tt_shared;
-    const int64_t max_tiles = std::min<int64_t>(pairs, (pairs + tt - 1) / tt + nslots);
-    const int64_t rb = std::max<int64_t>(sp.inter / 64, (sp.hidden + 127) / 128);
-    if (max_tiles * rb >= (int64_t{1} << 31)) throw std::invalid_argument(w + ": grid too large");
     for (MoeGroupedArgs* g : {&gu, &dn}) {
       g->slot_begin = slot_begin;
       g->slot_end = slot_end;
-      g->max_tiles = max_tiles;
+      g->max_tiles = max_tiles(mt, pairs, nslots);  // within the grid limit: checked above
       g->mtiles = mt;
       g->tile_tokens = static_cast<int>(tt);
     }

@@ -204,15 +204,13 @@ template <bool GATEUP>
 cudaError_t launch_grouped(const MoeGroupedArgs& a, cudaStream_t s) {
   if (a.max_tiles == 0) return cudaSuccess;
   const int row_blocks = GATEUP ? static_cast<int>(a.inter / 64) : static_cast<int>((a.n + 127) / 128);
+  // 16-token tiles stream where their stage fits (moe_stream.cuh), else the grouped kernel.
+  const bool stream16 = a.stream16 && moe_stream_stage_fits(a.k, a.tile_tokens);
   switch (a.mtiles * 2 + (a.nvfp4 ? 1 : 0)) {
     case 3: return launch_stream<GATEUP, true>(a, s);
     case 2: return launch_stream<GATEUP, false>(a, s);
-    case 5:
-      return a.stream16 && moe_stream_stage_fits(a.k, a.tile_tokens) ? launch_stream<GATEUP, true>(a, s)
-                                                                  : launch_one<GATEUP, 2, true>(a, row_blocks, s);
-    case 4:
-      return a.stream16 && moe_stream_stage_fits(a.k, a.tile_tokens) ? launch_stream<GATEUP, false>(a, s)
-                                                                  : launch_one<GATEUP, 2, false>(a, row_blocks, s);
+    case 5: return stream16 ? launch_stream<GATEUP, true>(a, s) : launch_one<GATEUP, 2, true>(a, row_blocks, s);
+    case 4: return stream16 ? launch_stream<GATEUP, false>(a, s) : launch_one<GATEUP, 2, false>(a, row_blocks, s);
     case 9: return launch_one<GATEUP, 4, true>(a, row_blocks, s);
     case 8: return launch_one<GATEUP, 4, false>(a, row_blocks, s);
     case 17: return launch_one<GATEUP, 8, true>(a, row_blocks, s);

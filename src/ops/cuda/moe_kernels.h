@@ -61,6 +61,13 @@ __device__ __forceinline__ int moe_ld_acquire(const int32_t* p) {
   asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
+// Fetch-and-add, acquire and release at device scope: what the thread did before is visible to
+// whoever reads the new value with an acquire, and what it does after sees what they did before.
+__device__ __forceinline__ int moe_atom_add_acq_rel(int32_t* p, int v) {
+  int old;
+  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
 // The combine's roundings, shared by the combine kernel and the one-token kernel: the routed
 // rows summed in fp32 in routing order (moe_combine_step from acc = 0), rounded to bf16, then
 // the shared row added and rounded again (moe_combine_finish).

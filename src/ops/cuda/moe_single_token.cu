@@ -56,10 +56,13 @@ constexpr int kMaxPairs = kMoeMaxTopK + 1;
 constexpr int kRingOne = 2;
 constexpr unsigned kFull = 0xffffffffu;
 
-// Claims the next unit (lane 0's atomic, broadcast).
+// Claims the next unit (lane 0's atomic, broadcast). Down claims are acquire-release: each
+// warp's last operation is a failing down claim, so the warp whose claim is the last of them
+// sees every other warp's counter updates before it resets the counters.
+template <bool kOrdered>
 __device__ __forceinline__ int claim(int32_t* next, int lane) {
   int u = 0;
-  if (lane == 0) u = atomicAdd(next, 1);
+  if (lane == 0) u = kOrdered ? moe_atom_add_acq_rel(next, 1) : atomicAdd(next, 1);
   return __shfl_sync(kFull, u, 0);
 }
 
@@ -142,19 +145,20 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
   for (;;) {
     int u;
     if (gu_mode) {
-      u = claim(next_gu, lane);
+      u = claim<false>(next_gu, lane);
       if (u >= gu_units * shared_first) ensure_routed();
       if (u >= (routed ? rt.pairs : shared_first) * gu_units) {
         gu_mode = false;
         continue;
       }
     } else {
-      u = claim(next_dn, lane);
+      u = claim<true>(next_dn, lane);
       if (u >= dn_units * shared_first) ensure_routed();
       if (routed && u >= rt.pairs * dn_units) {
         if (rt.pairs == 0 && u == 0)  // nothing runs (padding, or every pair dropped): zero output
           for (int64_t i = lane; i < H; i += 32) a.out[i] = __float2bfloat16_rn(0.0f);
         if (u == rt.pairs * dn_units + nwarps - 1) {  // every other warp is done: reset
+          __syncwarp();  // lane 0's acquire before any lane's reset store
           const int64_t n = dn_done_off(I) + dn_units;
           for (int64_t i = lane; i < n; i += 32) a.sync[i] = 0;
         }
