@@ -34,8 +34,8 @@
 //   path at one token, so the output is bit for bit the grouped path's (batch invariance;
 //   tests/gpu/test_moe.cu compares the two with memcmp).
 // The counters return to zero at the end of the kernel, ready for the next call or graph
-//   replay: every warp ends with exactly one failing down claim, after all its units, so the
-//   warp whose failing claim is the last of them resets the counters.
+//   replay: every warp ends with exactly one failing down claim, after all its units, and then
+//   counts itself out (an acquire-release atomic); the last warp out resets the counters.
 #include <cuda_bf16.h>
 
 #include "ops/cuda/moe_kernels.h"
@@ -56,13 +56,10 @@ constexpr int kMaxPairs = kMoeMaxTopK + 1;
 constexpr int kRingOne = 2;
 constexpr unsigned kFull = 0xffffffffu;
 
-// Claims the next unit (lane 0's atomic, broadcast). Down claims are acquire-release: each
-// warp's last operation is a failing down claim, so the warp whose claim is the last of them
-// sees every other warp's counter updates before it resets the counters.
-template <bool kOrdered>
+// Claims the next unit (lane 0's atomic, broadcast).
 __device__ __forceinline__ int claim(int32_t* next, int lane) {
   int u = 0;
-  if (lane == 0) u = kOrdered ? moe_atom_add_acq_rel(next, 1) : atomicAdd(next, 1);
+  if (lane == 0) u = atomicAdd(next, 1);
   return __shfl_sync(kFull, u, 0);
 }
 
@@ -89,6 +86,7 @@ struct Routing {
 // counters do not share a line with the busy ones).
 constexpr int kLine = 32;
 constexpr int kNextGuOff = 0, kNextDnOff = kLine, kGuDoneOff = 2 * kLine;  // gu_done[p]: p * kLine
+constexpr int kExitOff = 1;  // warps done (beside next_gu: touched once per warp, at its end)
 constexpr int kHalvesOff = kGuDoneOff + kMaxPairs * kLine;               // halves[p * gu_items + item]
 __host__ __device__ constexpr int64_t dn_done_off(int64_t inter) { return kHalvesOff + kMaxPairs * (inter / kTileRows); }
 
@@ -145,19 +143,23 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
   for (;;) {
     int u;
     if (gu_mode) {
-      u = claim<false>(next_gu, lane);
+      u = claim(next_gu, lane);
       if (u >= gu_units * shared_first) ensure_routed();
       if (u >= (routed ? rt.pairs : shared_first) * gu_units) {
         gu_mode = false;
         continue;
       }
     } else {
-      u = claim<true>(next_dn, lane);
+      u = claim(next_dn, lane);
       if (u >= dn_units * shared_first) ensure_routed();
       if (routed && u >= rt.pairs * dn_units) {
         if (rt.pairs == 0 && u == 0)  // nothing runs (padding, or every pair dropped): zero output
           for (int64_t i = lane; i < H; i += 32) a.out[i] = __float2bfloat16_rn(0.0f);
-        if (u == rt.pairs * dn_units + nwarps - 1) {  // every other warp is done: reset
+        // The warp counts itself out (acquire-release: every counter update it made is visible
+        // to the last warp out, and that warp's reset comes after all of them).
+        int left = 0;
+        if (lane == 0) left = moe_atom_add_acq_rel(a.sync + kExitOff, 1);
+        if (__shfl_sync(kFull, left, 0) == nwarps - 1) {  // every other warp is done: reset
           __syncwarp();  // lane 0's acquire before any lane's reset store
           const int64_t n = dn_done_off(I) + dn_units;
           for (int64_t i = lane; i < n; i += 32) a.sync[i] = 0;
