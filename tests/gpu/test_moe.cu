@@ -10,7 +10,8 @@
 // grouped and softmax routers; experts with zero tokens; all tokens on one expert; an expert
 // map with absent experts; pinned token tiles; a wide layer mixing the grouped and streaming
 // kernels at 16-token tiles; padded graph rows with stale ids; the
-// single-token kernel against the grouped path; and (Large, outside the sanitizer)
+// single-token kernel against the grouped path; the dispatch's positions against a stable
+// counting sort; and (Large, outside the sanitizer)
 // T x hidden > 2^31.
 #include <gtest/gtest.h>
 
@@ -203,6 +204,59 @@ TEST(MoeLayer, ExpertMapWithAbsentExperts) {
   for (int g = 0; g < 32; ++g) c.map.push_back(g % 3 == 0 ? g / 3 : -1);  // 11 local, 21 elsewhere
   check_case(c, 64);
   check_case(c, 1000);
+}
+
+// The dispatch against a stable counting sort of the pairs by slot, computed here from the
+// device's own routing: pair (t, j) (j = k: the shared expert) of slot e lands at
+// seg_off[e] + (its rank among the earlier pairs of e), sorted_tok holds its token, dropped
+// pairs (absent experts, padding rows past n_valid) get -1. Exact. T covers the one-block
+// dispatch (T x (k + 1) <= 2048 pairs) and the chunked one (count, scan, scatter).
+TEST(MoeDispatch, PositionsAreAStableSortBySlot) {
+  FP4MOE_REQUIRE_GPU();
+  test::SeededRng R;
+  MoeCase c;
+  c.router = v4_router(32, 6);
+  c.n_local = 11;
+  for (int g = 0; g < 32; ++g) c.map.push_back(g % 3 == 0 ? g / 3 : -1);
+  MoeFixture f(c, R.rng);
+  const int K = 6, kp = K + 1, slots = f.dev->slots, shared_slot = c.n_local;
+  for (const int64_t T : {int64_t{1}, int64_t{7}, int64_t{64}, int64_t{292}, int64_t{293}, int64_t{1000}, int64_t{5000}}) {
+    for (const bool padded : {false, true}) {
+      SCOPED_TRACE("T=" + std::to_string(T) + (padded ? " with padding rows" : ""));
+      const int32_t n_valid = padded ? static_cast<int32_t>(T - T / 3) : static_cast<int32_t>(T);
+      const auto logits = random_logits(R.rng, T, 32);
+      cuda::DeviceBuffer dl(logits.size() * 4), dn(4);
+      dl.upload(logits.data(), logits.size() * 4);
+      dn.upload(&n_valid, 4);
+      cuda::MoeWorkspace ws = cuda::MoeWorkspace::create(*f.dev, T);
+      cuda::check_cuda(cudaMemset(ws.pair_pos.get(), 0x55, ws.pair_pos.bytes()), "memset");  // no valid position
+      const int32_t* nv = padded ? dn.get<int32_t>() : nullptr;
+      cuda::moe_route(*f.dev, dl.get<float>(), T, nullptr, nv, ws, nullptr);
+      cuda::moe_dispatch(*f.dev, T, nv, ws, nullptr);
+      cuda::check_cuda(cudaDeviceSynchronize(), "moe_dispatch");
+      const auto ids = test::download_vec<int32_t>(ws.ids, static_cast<size_t>(T * K));
+      const auto pos = test::download_vec<int32_t>(ws.pair_pos, static_cast<size_t>(T * kp));
+      const auto seg = test::download_vec<int32_t>(ws.seg_off, static_cast<size_t>(slots + 1));
+      std::vector<int32_t> slot_of(static_cast<size_t>(T * kp), -1), count(static_cast<size_t>(slots), 0);
+      for (int64_t t = 0; t < T && t < n_valid; ++t)
+        for (int j = 0; j < kp; ++j) {
+          const int32_t id = ids[static_cast<size_t>(t * K + j)];
+          const int32_t sl = j == K ? shared_slot : id >= 0 && id < 32 ? f.map[static_cast<size_t>(id)] : -1;
+          slot_of[static_cast<size_t>(t * kp + j)] = sl;
+          if (sl >= 0) ++count[static_cast<size_t>(sl)];
+        }
+      std::vector<int32_t> next(static_cast<size_t>(slots + 1), 0);
+      for (int e = 0; e < slots; ++e) next[static_cast<size_t>(e + 1)] = next[static_cast<size_t>(e)] + count[static_cast<size_t>(e)];
+      ASSERT_EQ(seg, next) << "segment offsets";
+      const auto tok = test::download_vec<int32_t>(ws.sorted_tok, static_cast<size_t>(std::max(next[static_cast<size_t>(slots)], 1)));
+      for (int64_t p = 0; p < T * kp; ++p) {
+        const int32_t sl = slot_of[static_cast<size_t>(p)];
+        const int32_t want = sl < 0 ? -1 : next[static_cast<size_t>(sl)]++;
+        ASSERT_EQ(pos[static_cast<size_t>(p)], want) << "pair " << p;
+        if (want >= 0) ASSERT_EQ(tok[static_cast<size_t>(want)], p / kp) << "pair " << p;
+      }
+    }
+  }
 }
 
 TEST(MoeLayer, PinnedTokenTilesGiveIdenticalBits) {

@@ -117,9 +117,9 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
   const int shared_first = a.shared_slot >= 0 && row_valid ? 1 : 0;
   cp_async_wait<0>();
   __syncthreads();
-  // ldmatrix row addresses (lanes 0..15; one token: every row address is the token's).
-  const unsigned xaddr = static_cast<unsigned>(__cvta_generic_to_shared(xs + ((lane / 8) % 2) * 8));
-  const unsigned haddr = static_cast<unsigned>(__cvta_generic_to_shared(hs + ((lane / 8) % 2) * 8));
+  // ldmatrix row addresses (one token: every row address is the token's; lanes 16..31 16 k on).
+  const unsigned xaddr = static_cast<unsigned>(__cvta_generic_to_shared(xs + ((lane / 8) % 2) * 8 + (lane / 16) * 16));
+  const unsigned haddr = static_cast<unsigned>(__cvta_generic_to_shared(hs + ((lane / 8) % 2) * 8 + (lane / 16) * 16));
 
   Routing rt;
   bool routed = false;

@@ -113,13 +113,23 @@ struct StripRing {
     load_left -= kC;
   }
 
-  // xk: shared address of this lane's ldmatrix row at k = 0 (NT = 1, lanes 0..15: token
-  // lane % 8, k half (lane / 8) % 2; NT = 2, all lanes: token lane % 8 + 8 (lane / 16), the same
-  // k half). acc[j][t]: strip j, token group t (tokens 8t..8t+7), zero on entry. Both groups
+  // xk: shared address of this lane's ldmatrix row at k = 0 (NT = 1: token lane % 8, k half
+  // (lane / 8) % 2, and lanes 16..31 16 k further on; NT = 2: token lane % 8 + 8 (lane / 16), the
+  // same k half). acc[j][t]: strip j, token group t (tokens 8t..8t+7), zero on entry. Both groups
   // multiply the same A fragment: each output is the same mma chain whatever NT.
+  // NT = 1 reads a k-tile's activation fragments with two ldmatrix .x4 (two k16 steps each):
+  // half the ldmatrix instructions of one .x2 per step, ~1% at T = 1 and 8 (notes step 54).
   template <int NT>
   __device__ __forceinline__ void run(unsigned xk, float (&acc)[NS][NT][4]) {
     static_assert(NT == 1 || NT == 2, "8 or 16 tokens per tile");
+    auto load_b1 = [&](unsigned addr, uint32_t (&b)[8]) {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                   : "r"(addr));
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(b[4]), "=r"(b[5]), "=r"(b[6]), "=r"(b[7])
+                   : "r"(addr + 64));
+    };
     auto compute_chunk = [&](const uint4 (&c)[kC][NS], const uint2 (&s)[kC][NS]) {
 #pragma unroll
       for (int i = 0; i < kC; ++i) {
@@ -127,13 +137,13 @@ struct StripRing {
         uint32_t sw[NS][4];
 #pragma unroll
         for (int j = 0; j < NS; ++j) tile_scales<NV>(s[i][j], sw[j]);
+        uint32_t b1[8];  // NT = 1: the k-tile's four fragments (two per ldmatrix .x4)
+        if constexpr (NT == 1) load_b1(xk + i * kTileK * 2, b1);
         auto step = [&](auto jc) {
           constexpr int J = decltype(jc)::value;
           uint32_t b[2 * NT], af[4];
           if constexpr (NT == 1) {
-            asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
-                         : "=r"(b[0]), "=r"(b[1])
-                         : "r"(xk + i * kTileK * 2 + J * 32));
+            b[0] = b1[2 * J], b[1] = b1[2 * J + 1];
           } else {
             asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                          : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
@@ -289,7 +299,7 @@ __global__ void __launch_bounds__(stream_max_warps<NT>() * 32, 1)
   const int tok = NT == 1 ? lane % 8 : lane % 8 + 8 * (lane / 16);
   const int tok_row = tok < rows ? tok : 0;
   const unsigned xaddr =
-      static_cast<unsigned>(__cvta_generic_to_shared(xs + tok_row * pitch + ((lane / 8) % 2) * 8));
+      static_cast<unsigned>(__cvta_generic_to_shared(xs + tok_row * pitch + ((lane / 8) % 2) * 8 + (NT == 1 ? (lane / 16) * 16 : 0)));
   float acc[2][NT][4] = {};
   ring.run(xaddr, acc);
 
