@@ -15,10 +15,11 @@
 #      e.g. a second call on a warm machine that only adds the sanitizer passes to a build),
 #      FP4MOE_SKIP_SANITIZER=1 (tests without the sanitizer passes, e.g. to split one check over two calls),
 #      FP4MOE_SKIP_PARITY=1 (no DeepSeek-V4 parity run against transformers),
+#      FP4MOE_SKIP_MAIN=1 (not the main job's GPU part, tools/main-gpu.sh),
 #      FP4MOE_DEPS (a prefix holding gtest/nlohmann-json/CLI11 when the system lacks them;
 #      default ./.deps/usr if present).
 # Output files: summary.txt, build.log, tests.log, sanitizer.log, parity_v4.txt, parity_v4.json, bench.md, bench.json,
-#   bench_moe.md, bench_moe.json, sass.txt
+#   bench_moe.md, bench_moe.json, sass.txt, main_gpu.txt
 # Exit status: 0 when the build, the tests, both sanitizer passes and the parity run are clean.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -137,6 +138,15 @@ if [ "${FP4MOE_SKIP_BENCH:-0}" != 1 ] && [ -x "$build/bench/bench_moe" ]; then
     note "bench_moe: ok"
   else
     note "bench_moe: FAILED"
+    status=1
+  fi
+fi
+# ---- the main job's GPU part (what tools/run-main.sh prints on a GPU machine) ------------------
+if [ "${FP4MOE_SKIP_MAIN:-0}" != 1 ] && [ -x "$build/bench/bench_moe" ]; then
+  if bash "$src/tools/main-gpu.sh" "$build" >"$out/main_gpu.txt" 2>&1; then
+    note "main job (GPU part): ok (main_gpu.txt)"
+  else
+    note "main job (GPU part): FAILED (main_gpu.txt)"
     status=1
   fi
 fi

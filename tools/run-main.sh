@@ -12,7 +12,7 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 gpu=0
 nvidia-smi -L >/dev/null 2>&1 && gpu=1
 targets=(fp4moe)
-[ "$gpu" = 1 ] && grep -q "FP4MOE_HAVE_CUDA:INTERNAL=ON" build/CMakeCache.txt 2>/dev/null && targets+=(bench_linear)
+[ "$gpu" = 1 ] && grep -q "FP4MOE_HAVE_CUDA:INTERNAL=ON" build/CMakeCache.txt 2>/dev/null && targets+=(bench_linear bench_moe)
 cmake --build build -j"$(nproc)" --target "${targets[@]}"
 
 mkdir -p out
@@ -31,6 +31,5 @@ fi
 
 if [ "$gpu" = 1 ] && [ -x build/bench/bench_linear ]; then
   echo
-  echo "GPU: FP4 linear kernels on DeepSeek-V4 decode shapes (1 and 16 tokens) against cuBLAS BF16"
-  ./build/bench/bench_linear --quick --m 1,16
+  tools/main-gpu.sh build
 fi

@@ -229,7 +229,10 @@ TEST(MoeDispatch, PositionsAreAStableSortBySlot) {
       dl.upload(logits.data(), logits.size() * 4);
       dn.upload(&n_valid, 4);
       cuda::MoeWorkspace ws = cuda::MoeWorkspace::create(*f.dev, T);
-      cuda::check_cuda(cudaMemset(ws.pair_pos.get(), 0x55, ws.pair_pos.bytes()), "memset");  // no valid position
+      // Poison what the dispatch must write (0x55555555 is no valid position, token or offset),
+      // so that a value it leaves unwritten cannot pass as a stale right answer.
+      for (cuda::DeviceBuffer* b : {&ws.pair_pos, &ws.sorted_tok, &ws.seg_off})
+        cuda::check_cuda(cudaMemset(b->get(), 0x55, b->bytes()), "memset");
       const int32_t* nv = padded ? dn.get<int32_t>() : nullptr;
       cuda::moe_route(*f.dev, dl.get<float>(), T, nullptr, nv, ws, nullptr);
       cuda::moe_dispatch(*f.dev, T, nv, ws, nullptr);

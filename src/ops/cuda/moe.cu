@@ -51,6 +51,8 @@ struct Plan {
   int mt_routed, mt_shared;
   int tt_routed, tt_shared;  // tokens per tile as dispatched
   bool one_launch;
+  // Tokens per tile of a launch with token tiles mt (the routed or the shared expert's).
+  int tile_tokens(int mt) const { return mt == mt_routed ? tt_routed : tt_shared; }
 };
 // Tiles of at most 8 tokens run the weight-streaming kernel (moe_stream.cuh), which stages a
 // tile's activation rows for all of k in shared memory: with fewer than 8 tokens in the call
@@ -417,7 +419,7 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   // enqueued, so that a refused call leaves the stream (or a capture) as it found it.
   const int64_t row_blocks = std::max<int64_t>(sp.inter / 64, (sp.hidden + 127) / 128);
   auto max_tiles = [&](int mt, int64_t pairs, int64_t nslots) {
-    const int64_t tt = mt == p.mt_routed ? p.tt_routed : p.tt_shared;
+    const int64_t tt = p.tile_tokens(mt);
     return std::min<int64_t>(pairs, (pairs + tt - 1) / tt + nslots);
   };
   const int64_t tiles_needed = p.one_launch ? max_tiles(p.mt_routed, T * (k + (sp.has_shared ? 1 : 0)), L.slots)
@@ -474,13 +476,12 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
 
   // pdl: gate|up directly after the dispatch on the same stream (one launch), down after gate|up.
   auto run = [&](int slot_begin, int slot_end, int mt, int64_t pairs, int64_t nslots, cudaStream_t st, bool pdl) {
-    const int64_t tt = mt == p.mt_routed ? p.tt_routed : p.tt_shared;
     for (MoeGroupedArgs* g : {&gu, &dn}) {
       g->slot_begin = slot_begin;
       g->slot_end = slot_end;
       g->max_tiles = max_tiles(mt, pairs, nslots);  // within the grid limit: checked above
       g->mtiles = mt;
-      g->tile_tokens = static_cast<int>(tt);
+      g->tile_tokens = p.tile_tokens(mt);
     }
     gu.pdl = pdl;
     dn.pdl = true;
