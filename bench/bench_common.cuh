@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstdint>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,17 @@
   } while (0)
 
 namespace fp4moe::bench {
+
+// Device 0's properties; the kernels are built for sm_90a only, so any other GPU is refused
+// here with its name instead of failing later with "no kernel image".
+inline cudaDeviceProp hopper_device() {
+  cudaDeviceProp prop{};
+  fp4moe::cuda::check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  if (prop.major != 9)
+    throw std::runtime_error(std::string("needs an sm_90 (Hopper) GPU, found ") + prop.name + " (sm_" +
+                             std::to_string(prop.major) + std::to_string(prop.minor) + ")");
+  return prop;
+}
 
 // Streaming read: 16-byte loads, evict-first, a grid of several CTAs per SM; one word per
 // CTA is written only if the xor of everything it read hits a constant, so the loads cannot

@@ -104,8 +104,7 @@ int run_bench(int argc, char** argv) {
       return 2;
     }
   }
-  cudaDeviceProp prop{};
-  check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  const cudaDeviceProp prop = hopper_device();
   cublasHandle_t h;
   CUBLAS_OK(cublasCreate(&h));
   const int64_t kRotateBytes = 256ll << 20;

@@ -146,8 +146,7 @@ int run_bench(int argc, char** argv) {
     for (int i = 0; i < warm; ++i) fn(i);
     return time_us(fn, static_cast<int>(std::clamp(sustain_ms * 100.0 / one, 2.0, 1e7)));
   };
-  cudaDeviceProp prop{};
-  check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  const cudaDeviceProp prop = hopper_device();
   cublasHandle_t hb;
   CUBLAS_OK(cublasCreate(&hb));
   DeviceBuffer sink(1 << 16);
