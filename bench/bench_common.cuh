@@ -34,11 +34,9 @@ namespace fp4moe::bench {
 // Device 0's properties; the kernels are built for sm_90a only, so any other GPU is refused
 // here with its name instead of failing later with "no kernel image".
 inline cudaDeviceProp hopper_device() {
+  if (const std::string why = fp4moe::cuda::sm90_device_problem(); !why.empty()) throw std::runtime_error(why);
   cudaDeviceProp prop{};
   fp4moe::cuda::check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-  if (prop.major != 9)
-    throw std::runtime_error(std::string("needs an sm_90 (Hopper) GPU, found ") + prop.name + " (sm_" +
-                             std::to_string(prop.major) + std::to_string(prop.minor) + ")");
   return prop;
 }
 

@@ -32,4 +32,7 @@ fi
 if [ "$gpu" = 1 ] && [ -x build/bench/bench_linear ]; then
   echo
   tools/main-gpu.sh build
+elif [ "$gpu" = 1 ]; then
+  echo
+  echo "GPU part skipped: a GPU is present but the CUDA backend was not built (no nvcc found by CMake)"
 fi

@@ -16,16 +16,7 @@
 namespace fp4moe::test {
 
 // Empty when a CUDA device is usable, else the reason (tests GTEST_SKIP with it).
-inline std::string no_gpu_reason() {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) return std::string("no usable CUDA device (") + cudaGetErrorName(e) + ")";
-  if (n == 0) return "no CUDA device";
-  cudaDeviceProp p{};
-  cudaGetDeviceProperties(&p, 0);
-  if (p.major != 9) return std::string("needs an sm_90 (Hopper) GPU, found ") + p.name;
-  return "";
-}
+inline std::string no_gpu_reason() { return cuda::sm90_device_problem(); }
 
 #define FP4MOE_REQUIRE_GPU()                                        \
   do {                                                              \

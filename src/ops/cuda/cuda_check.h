@@ -18,6 +18,22 @@ inline void check_cuda(cudaError_t e, const std::string& what) {
     throw std::runtime_error(what + ": " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
 }
 
+// Empty when device 0 can run the kernels (they are built for sm_90a only), else why not: no
+// usable device (with the CUDA error), no device, or another GPU (by name and compute capability).
+inline std::string sm90_device_problem() {
+  int n = 0;
+  if (const cudaError_t e = cudaGetDeviceCount(&n); e != cudaSuccess)
+    return std::string("no usable CUDA device (") + cudaGetErrorName(e) + ": " + cudaGetErrorString(e) + ")";
+  if (n == 0) return "no CUDA device";
+  cudaDeviceProp p{};
+  if (const cudaError_t e = cudaGetDeviceProperties(&p, 0); e != cudaSuccess)
+    return std::string("cudaGetDeviceProperties: ") + cudaGetErrorName(e);
+  if (p.major != 9)
+    return std::string("needs an sm_90 (Hopper) GPU, found ") + p.name + " (sm_" + std::to_string(p.major) +
+           std::to_string(p.minor) + ")";
+  return "";
+}
+
 inline std::string shape_str(std::initializer_list<int64_t> dims) {
   std::string s = "[";
   bool first = true;
