@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <tuple>
 #include <utility>
 
 #include "gpu_test_util.h"
@@ -267,11 +268,13 @@ TEST(MoeLayer, PinnedTokenTilesGiveIdenticalBits) {
   test::SeededRng R;
   // The second shape leaves the wgmma kernels' row blocks partly past the matrix (inter an
   // odd multiple of 64: half a 128-column gate|up block; hidden not a multiple of 256).
-  for (const auto& [H, I] : {std::pair<int64_t, int64_t>{256, 128}, std::pair<int64_t, int64_t>{320, 192}}) {
+  // The third runs the same shape with MXFP4 experts.
+  for (const auto& [H, I, mx] : {std::tuple<int64_t, int64_t, bool>{256, 128, false}, {320, 192, false}, {320, 192, true}}) {
     MoeCase c;
     c.router = v4_router(16, 4);
     c.hidden = H;
     c.inter = I;
+    if (mx) c.format = MatrixFormat::kMXFP4;
     MoeFixture f(c, R.rng);
     const int64_t T = 300;
     const auto x = test::random_bf16(R.rng, T * c.hidden);
@@ -279,7 +282,7 @@ TEST(MoeLayer, PinnedTokenTilesGiveIdenticalBits) {
     const RunResult base = run_gpu(f, x, logits, {}, T);
     for (int mt : {1, 2, 4, 8, 12, 16}) {  // 12, 16: the wgmma kernels (96- and 128-token tiles)
       const RunResult r = run_gpu(f, x, logits, {}, T, cuda::MoeOptions{mt});
-      ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4)) << "H " << H << " I " << I << " mtiles " << mt;
+      ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4)) << "H " << H << " I " << I << " mx " << mx << " mtiles " << mt;
     }
     // 16-token tiles on the grouped kernel (mtiles 2 above ran the streaming kernel: these
     // stages fit), and on the streaming kernel with pinned widths (3: a last CTA with fewer
@@ -290,17 +293,55 @@ TEST(MoeLayer, PinnedTokenTilesGiveIdenticalBits) {
       if (wp) o.stream_warps = wp;
       const RunResult r = run_gpu(f, x, logits, {}, T, o);
       ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4))
-          << "H " << H << " I " << I << " 16-token tiles, stream16 " << s16 << " warps " << wp;
+          << "H " << H << " I " << I << " mx " << mx << " 16-token tiles, stream16 " << s16 << " warps " << wp;
     }
     // The weight-streaming kernel's tile tokens and CTA widths (3 tokens: partial tiles of
     // every row count; 5 and 7 warps: a last CTA with fewer items than warps).
-    for (const auto& [tt, wp] : {std::pair<int, int>{1, 1}, {3, 5}, {4, 6}, {8, 7}, {8, 8}, {5, 2}}) {
-      cuda::MoeOptions o{1};
-      o.stream_tokens = tt;
-      o.stream_warps = wp;
-      const RunResult r = run_gpu(f, x, logits, {}, T, o);
-      ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4))
-          << "H " << H << " I " << I << " stream tokens " << tt << " warps " << wp;
+    // Each with down items of two strips and of one, and gate|up rings of 2 and 1 chunks.
+    for (const auto& [tt, wp] : {std::pair<int, int>{1, 1}, {3, 5}, {4, 6}, {8, 7}, {8, 8}, {5, 2}, {8, 0}}) {
+      for (const auto& [ds, gr] : {std::pair<int, int>{2, 2}, {1, 2}, {2, 1}, {1, 1}}) {
+        cuda::MoeOptions o{1};
+        o.stream_tokens = tt;
+        if (wp) o.stream_warps = wp;
+        o.down_strips = ds;
+        o.gate_up_ring = gr;
+        const RunResult r = run_gpu(f, x, logits, {}, T, o);
+        ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4))
+            << "H " << H << " I " << I << " mx " << mx << " stream tokens " << tt << " warps " << wp << " down strips " << ds
+            << " gate|up ring " << gr;
+      }
+    }
+  }
+}
+
+// Calls of 2..8 tokens run one streaming launch per GEMM with the per-tile handoff, where the
+// down items' strips and gate|up's ring are chosen per call: every choice, and the automatic
+// one, gives the bits of the grouped mma.sync kernel (16-token tiles, a different kernel with
+// the same mma chains), for NVFP4 and MXFP4 experts.
+TEST(MoeLayer, StreamShapesAtFewTokensGiveGroupedKernelBits) {
+  FP4MOE_REQUIRE_GPU();
+  test::SeededRng R;
+  for (const bool mx : {false, true}) {
+    MoeCase c;
+    c.router = v4_router(16, 4);
+    c.hidden = 320;
+    c.inter = 192;
+    if (mx) c.format = MatrixFormat::kMXFP4;
+    MoeFixture f(c, R.rng);
+    for (const int64_t T : {2, 5, 8}) {
+      const auto x = test::random_bf16(R.rng, T * c.hidden);
+      const auto logits = random_logits(R.rng, T, 16);
+      cuda::MoeOptions grouped{2};
+      grouped.stream16 = false;
+      const RunResult base = run_gpu(f, x, logits, {}, T, grouped);
+      for (const auto& [ds, gr] : {std::pair<int, int>{0, 0}, {2, 2}, {1, 2}, {2, 1}, {1, 1}}) {
+        cuda::MoeOptions o;
+        if (ds) o.down_strips = ds;
+        if (gr) o.gate_up_ring = gr;
+        const RunResult r = run_gpu(f, x, logits, {}, T, o);
+        ASSERT_EQ(0, std::memcmp(r.out.data(), base.out.data(), base.out.size() * 4))
+            << "mx " << mx << " T " << T << " down strips " << ds << " gate|up ring " << gr << " (0: automatic)";
+      }
     }
   }
 }
@@ -505,7 +546,9 @@ TEST(MoeLayer, RejectsBadInput) {
   EXPECT_THROW(cuda::moe_forward(*f.dev, nullptr, 5, nullptr, nullptr, nullptr, nullptr, ws, nullptr), std::invalid_argument);
   for (auto set : {+[](cuda::MoeOptions& o) { o.mtiles = 3; }, +[](cuda::MoeOptions& o) { o.stream_tokens = 0; },
                    +[](cuda::MoeOptions& o) { o.stream_tokens = 9; }, +[](cuda::MoeOptions& o) { o.stream_warps = 0; },
-                   +[](cuda::MoeOptions& o) { o.stream_warps = 9; }}) {
+                   +[](cuda::MoeOptions& o) { o.stream_warps = 9; }, +[](cuda::MoeOptions& o) { o.down_strips = 0; },
+                   +[](cuda::MoeOptions& o) { o.down_strips = 3; }, +[](cuda::MoeOptions& o) { o.gate_up_ring = 0; },
+                   +[](cuda::MoeOptions& o) { o.gate_up_ring = 3; }}) {
     cuda::MoeOptions o;
     set(o);
     EXPECT_THROW(cuda::moe_forward(*f.dev, nullptr, 0, nullptr, nullptr, nullptr, nullptr, ws, nullptr, o), std::invalid_argument);

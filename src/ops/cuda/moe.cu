@@ -40,6 +40,10 @@ void check_options(const MoeOptions& opt, const std::string& w) {
     throw std::invalid_argument(w + ": stream_tokens must be in 1..8");
   if (opt.stream_warps && (*opt.stream_warps < 1 || *opt.stream_warps > 8))
     throw std::invalid_argument(w + ": stream_warps must be in 1..8");
+  if (opt.down_strips && *opt.down_strips != 1 && *opt.down_strips != 2)
+    throw std::invalid_argument(w + ": down_strips must be 1 or 2");
+  if (opt.gate_up_ring && *opt.gate_up_ring != 1 && *opt.gate_up_ring != 2)
+    throw std::invalid_argument(w + ": gate_up_ring must be 1 or 2");
 }
 
 // One-token calls run the single persistent kernel (moe_single_token.cu) where its stage fits.
@@ -454,6 +458,7 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   gu.sms = device_sm_count();  // cached (cuda_check.h)
   gu.stream_warps = opt.stream_warps.value_or(0);
   gu.stream16 = opt.stream16;
+  gu.gate_up_ring = opt.gate_up_ring.value_or(0);
   // The per-tile gate|up -> down handoff (moe_stream.cuh) when one launch covers every slot (T <= 8
   // on the V4 layers: 2-5 waves of gate|up CTAs, measured 3-10% faster at T = 2 and 8); with the
   // shared expert beside on the side stream (T = 32..128) it measured 0.5-1% slower, so down then
@@ -468,6 +473,7 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
   dn.scale_stride = L.dn_scale_stride;
   dn.ktiles = L.dn_ktiles;
   dn.gscale = L.dn_gscale.get<float>();
+  dn.down_strips = opt.down_strips.value_or(0);
   dn.n = sp.hidden;
   dn.k = sp.inter;
   dn.x = ws.h.get<__nv_bfloat16>();

@@ -111,6 +111,13 @@ struct MoeOptions {
   // CTA (1..8; default from the occupancy). For comparisons: the bits do not depend on either.
   std::optional<int> stream_tokens;
   std::optional<int> stream_warps;
+  // The streaming kernel at 8-token tiles: weight strips (16 output rows) per down work item
+  // (1 or 2: one strip halves the item and its ring's registers) and gate|up's register ring
+  // (1 or 2 chunks: one gives more warps per SM). Default: one strip and the ring that needs
+  // fewer rounds of CTAs when one launch covers every slot (T <= 8 on the V4 layers), else 2
+  // and 2. For comparisons: the same bits.
+  std::optional<int> down_strips;
+  std::optional<int> gate_up_ring;
   // 16-token tiles run the weight-streaming kernel for each GEMM whose 16-token stage fits its
   // shared memory (both GEMMs of both V4 layers: 16 x (7168 + 8) x 2 bytes is under the 227 KiB
   // limit), else the grouped kernel; false: the grouped kernel always (and moe_mtiles' rule for

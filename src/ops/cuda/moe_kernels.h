@@ -152,6 +152,10 @@ struct MoeGroupedArgs {
   int tile_tokens = 8;              // tokens per tile as dispatched (8 * mtiles; min(8, T) when mtiles == 1)
   int sms = 0;                      // multiprocessors of the device (grid shape of the decode kernel)
   int stream_warps = 0;             // streaming kernel: warps per CTA (1..8, 1..12 at 16 tokens); 0: from the occupancy
+  // Streaming kernel at 8-token tiles (moe_stream.cuh, launch_stream): weight strips (16 rows)
+  // per down item, 1 or 2, and gate|up's register ring, 1 or 2 chunks; 0: automatic.
+  int down_strips = 0;
+  int gate_up_ring = 0;
   // mtiles == 2 (16-token tiles): the weight-streaming kernel (moe_stream.cuh) where its stage
   // (16 x (k + 8) bf16) fits, else the grouped kernel; false: always the grouped kernel (same bits).
   bool stream16 = true;

@@ -3,14 +3,17 @@
 // and k16 step on the same A fragment), a weight-streaming kernel with no barrier in its k loop:
 //   - One warp = one work item over all of k: gate|up: 16 intermediate columns (the gate strip
 //     and the matching up strip, 2 x 16 weight rows sharing each activation fragment, so the
-//     SwiGLU epilogue is warp-local); down: 2 strips (32 output rows).
+//     SwiGLU epilogue is warp-local); down: NS strips (NS = 2: 32 output rows; NS = 1, 8-token
+//     tiles only: 16 rows, half the ring's registers and half the item, so more warps per SM
+//     and a shorter tail; MoeGroupedArgs::down_strips picks it).
 //   - A CTA = W warps = W items of ONE tile; W is the narrowest width in 4..8 (4..12 at NT = 2)
 //     that keeps the most warps resident per SM for the tile's stage size, halved while the grid
 //     would not cover the SMs; the tile is found from blockIdx (moe_find_tile), and its activation
 //     rows (at most tile_tokens <= 8 NT, the dispatch's tile size) are staged ONCE into shared memory for all
 //     of k (tile_tokens x (K + 8) bf16), then one __syncthreads, then each warp streams on
 //     its own: a ring of 2 register chunks of 4 k-tiles x 2 strips (up to 9.2 KB of weights
-//     in flight per warp), 16-byte evict-first loads, a chunk refilled as soon as consumed.
+//     in flight per warp), 16-byte evict-first loads, a chunk refilled as soon as consumed
+//     (8-token gate|up may run a ring of 1 chunk: fewer registers, more warps per SM).
 //   - Token columns past the tile's rows read row 0 of the stage (ldmatrix row addresses are
 //     per lane): their products are never written.
 //   - Scales: one byte permute + one multiply-add per two bf16 scale pairs, applied by the
@@ -30,6 +33,7 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <mutex>
 #include <type_traits>
 #include <vector>
@@ -220,10 +224,15 @@ __device__ __forceinline__ void down_store(const float (&acc0)[4], const float (
   }
 }
 
-// NT: token groups of 8 (1: tiles of at most 8 tokens, 2: at most 16).
-template <bool NV, bool GATEUP, int NT>
+// NT: token groups of 8 (1: tiles of at most 8 tokens, 2: at most 16). NS: strips per item
+// (gate|up: 2, its gate and up strips; down: 2 or 1). R: register chunks in the ring (gate|up
+// at 8-token tiles also 1: ~105 instead of ~150 registers, so ~18 warps per SM instead of 12).
+// The instantiations are a closed list: prepare_stream below names each one.
+template <bool NV, bool GATEUP, int NT, int NS = 2, int R = kStreamRing>
 __global__ void __launch_bounds__(stream_max_warps<NT>() * 32, 1)
     moe_stream_kernel(const MoeGroupedArgs a, int groups_per_tile) {
+  static_assert(NS == 2 || (NS == 1 && !GATEUP && NT == 1), "gate|up items are strip pairs; down items 1 or 2 strips");
+  static_assert(R == kStreamRing || (R == 1 && GATEUP && NT == 1), "a ring of 1 chunk for 8-token gate|up only");
   extern __shared__ __align__(16) __nv_bfloat16 xs[];  // [tile_tokens][K + 8]
   const int W = static_cast<int>(blockDim.x / 32);
   const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
@@ -256,7 +265,7 @@ __global__ void __launch_bounds__(stream_max_warps<NT>() * 32, 1)
   const int rows = tr.rows;
 
   const int64_t strips = (a.n + kTileRows - 1) / kTileRows;
-  const int64_t n_items = GATEUP ? a.inter / kTileRows : (strips + 1) / 2;
+  const int64_t n_items = GATEUP ? a.inter / kTileRows : (strips + NS - 1) / NS;
   const int64_t item = static_cast<int64_t>(bid % groups_per_tile) * W + warp;
   const bool active = item < n_items;
   int64_t s0, s1;
@@ -265,12 +274,15 @@ __global__ void __launch_bounds__(stream_max_warps<NT>() * 32, 1)
     s0 = item;
     s1 = a.inter / kTileRows + item;
   } else {
-    s0 = 2 * item;
-    has1 = 2 * item + 1 < strips;
+    s0 = NS * item;
+    has1 = NS == 2 && 2 * item + 1 < strips;
     s1 = has1 ? s0 + 1 : s0;  // odd strip count: the last item reads its strip twice, writes once
   }
-  StripRing<NV> ring;
-  ring.start(a.codes + e * a.code_stride, a.scales + e * a.scale_stride, a.ktiles, {s0, s1}, lane, active);
+  StripRing<NV, NS, R> ring;
+  if constexpr (NS == 2)
+    ring.start(a.codes + e * a.code_stride, a.scales + e * a.scale_stride, a.ktiles, {s0, s1}, lane, active);
+  else
+    ring.start(a.codes + e * a.code_stride, a.scales + e * a.scale_stride, a.ktiles, {s0}, lane, active);
   if constexpr (!GATEUP) {
     // h (gate|up's output) is read below: this tile's rows are complete once all of its gate|up
     // items are counted (the rest of gate|up may still run), or, without counters, after the
@@ -300,7 +312,7 @@ __global__ void __launch_bounds__(stream_max_warps<NT>() * 32, 1)
   const int tok_row = tok < rows ? tok : 0;
   const unsigned xaddr =
       static_cast<unsigned>(__cvta_generic_to_shared(xs + tok_row * pitch + ((lane / 8) % 2) * 8 + (NT == 1 ? (lane / 16) * 16 : 0)));
-  float acc[2][NT][4] = {};
+  float acc[NS][NT][4] = {};
   ring.run(xaddr, acc);
 
   // Token group t holds the tile's rows 8t..8t+7: its epilogue sees them as rows 0..7.
@@ -311,7 +323,8 @@ __global__ void __launch_bounds__(stream_max_warps<NT>() * 32, 1)
       swiglu_store(acc[0][t], acc[1][t], a.gscale[2 * e] * kEpilogueUnscale, a.gscale[2 * e + 1] * kEpilogueUnscale,
                    a.swiglu_limit, rows_t, g, q, a.y + (row0 + 8 * t) * a.inter, a.inter, item * kTileRows);
     else
-      down_store(acc[0][t], acc[1][t], a.gscale[e] * kEpilogueUnscale, rows_t, g, q, a.y + (row0 + 8 * t) * a.n, a.n, s0, has1);
+      down_store(acc[0][t], acc[NS - 1][t], a.gscale[e] * kEpilogueUnscale, rows_t, g, q, a.y + (row0 + 8 * t) * a.n, a.n, s0,
+                 has1);
   }
   if constexpr (GATEUP) {
     if (a.tile_ready) {  // this item's h columns are stored: count it for the tile's down CTAs
@@ -330,12 +343,15 @@ __global__ void __launch_bounds__(stream_max_warps<NT>() * 32, 1)
 // for too few warps (measured on V4-Flash: 1- and 2-warp CTAs at equal occupancy are 5-7%
 // slower, notes step 29). Cached per device, kernel and stage size; the query is not a stream
 // operation, so it is safe during graph capture.
-template <bool GATEUP, bool NV, int NT>
-cudaError_t stream_width(int64_t smem, int& width) {
+// CTAs of `warps` warps resident per multiprocessor for a stage of `smem` bytes. Cached per
+// device, kernel, width and stage size; the query is not a stream operation, so it is safe
+// during graph capture.
+template <bool GATEUP, bool NV, int NT, int NS, int R>
+cudaError_t stream_ctas_per_sm(int64_t smem, int warps, int& ctas) {
   struct Entry {
     int device;
     int64_t smem;
-    int width;
+    int warps, ctas;
   };
   static std::mutex mu;
   static std::vector<Entry> cache;
@@ -343,48 +359,100 @@ cudaError_t stream_width(int64_t smem, int& width) {
   if (const cudaError_t e = cudaGetDevice(&dev); e != cudaSuccess) return e;
   std::lock_guard<std::mutex> lock(mu);
   for (const Entry& c : cache)
-    if (c.device == dev && c.smem == smem) return width = c.width, cudaSuccess;
-  int best_w = 4, best = 0;
-  for (int w = 4; w <= stream_max_warps<NT>(); ++w) {
-    int ctas = 0;
-    const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, moe_stream_kernel<NV, GATEUP, NT>, 32 * w,
-                                                                        static_cast<size_t>(smem));
-    if (e != cudaSuccess) return e;
-    if (ctas * w > best) best = ctas * w, best_w = w;
-  }
-  cache.push_back({dev, smem, best_w});
-  width = best_w;
+    if (c.device == dev && c.smem == smem && c.warps == warps) return ctas = c.ctas, cudaSuccess;
+  const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, moe_stream_kernel<NV, GATEUP, NT, NS, R>, 32 * warps,
+                                                                      static_cast<size_t>(smem));
+  if (e != cudaSuccess) return e;
+  cache.push_back({dev, smem, warps, ctas});
   return cudaSuccess;
 }
 
-// a.tile_tokens <= 8: NT = 1; 9..16: NT = 2.
-template <bool GATEUP, bool NV, int NT>
-cudaError_t launch_stream_nt(const MoeGroupedArgs& a, cudaStream_t s) {
+// One stream launch's shape: warps per CTA, CTAs, and the rounds in which the SMs run them.
+struct StreamShape {
+  int warps = 0;
+  int64_t groups = 0, blocks = 0, rounds = 0;
+};
+
+// Warps per CTA that keep the most warps resident per multiprocessor for the stage:
+// registers and the activation stage both bound the CTAs per SM, so a wide stage (V4-Pro
+// gate|up, k = 7168: 115 KB for 8 tokens, two CTAs per SM) needs wider CTAs (6 warps: 12 per
+// SM instead of 8). Ties go to the narrower CTA; below 4 warps a CTA stages its tile's rows
+// for too few warps (measured on V4-Flash: 1- and 2-warp CTAs at equal occupancy are 5-7%
+// slower, notes step 29). Then narrower CTAs while the grid would not cover the SMs several
+// times over, so that the few items of a decode call spread evenly (a CTA is the unit the
+// hardware places). a.stream_warps pins the width.
+template <bool GATEUP, bool NV, int NT, int NS, int R>
+cudaError_t stream_shape(const MoeGroupedArgs& a, StreamShape& sh) {
   const int64_t strips = (a.n + kTileRows - 1) / kTileRows;
-  const int64_t items = GATEUP ? a.inter / kTileRows : (strips + 1) / 2;
-  // Dynamic shared memory of one CTA: the tile's activation rows for all of k.
+  const int64_t items = GATEUP ? a.inter / kTileRows : (strips + NS - 1) / NS;
   const int64_t smem = moe_stream_stage_bytes(a.k, a.tile_tokens);
-  if (!moe_stream_stage_fits(a.k, a.tile_tokens) || a.tile_tokens < 1 || a.tile_tokens > 8 * NT) return cudaErrorInvalidValue;
+  const int64_t sms = a.sms > 0 ? a.sms : 132;
   int w = a.stream_warps;
   if (w == 0) {
-    const cudaError_t e = stream_width<GATEUP, NV, NT>(smem, w);
-    if (e != cudaSuccess) return e;
-    // Narrower CTAs when the grid would not cover the SMs several times over, so that the
-    // few items of a decode call spread evenly (a CTA is the unit the hardware places).
-    const int64_t target = 6 * static_cast<int64_t>(a.sms > 0 ? a.sms : 132);
-    while (w > 1 && a.max_tiles * ((items + w - 1) / w) < target) w /= 2;
+    int best = 0;
+    for (int c = 4; c <= stream_max_warps<NT>(); ++c) {
+      int ctas = 0;
+      if (const cudaError_t e = stream_ctas_per_sm<GATEUP, NV, NT, NS, R>(smem, c, ctas); e != cudaSuccess) return e;
+      if (ctas * c > best) best = ctas * c, w = c;
+    }
+    if (w == 0) w = 4;
+    while (w > 1 && a.max_tiles * ((items + w - 1) / w) < 6 * sms) w /= 2;
   }
   if (w < 1 || w > stream_max_warps<NT>()) return cudaErrorInvalidValue;
-  const int64_t groups = (items + w - 1) / w;
-  const int64_t blocks = a.max_tiles * groups;
-  if (blocks >= (int64_t{1} << 31)) return cudaErrorInvalidValue;
-  return moe_launch(moe_stream_kernel<NV, GATEUP, NT>, dim3(static_cast<unsigned>(blocks)), dim3(32 * w),
-                    static_cast<size_t>(smem), s, a.pdl, a, static_cast<int>(groups));
+  int ctas = 0;
+  if (const cudaError_t e = stream_ctas_per_sm<GATEUP, NV, NT, NS, R>(smem, w, ctas); e != cudaSuccess) return e;
+  sh.warps = w;
+  sh.groups = (items + w - 1) / w;
+  sh.blocks = a.max_tiles * sh.groups;
+  const int64_t per_round = std::max<int64_t>(1, static_cast<int64_t>(ctas) * sms);
+  sh.rounds = (sh.blocks + per_round - 1) / per_round;
+  return cudaSuccess;
 }
 
+// a.tile_tokens <= 8: NT = 1; 9..16: NT = 2. NS: strips per item, R: ring chunks.
+template <bool GATEUP, bool NV, int NT, int NS = 2, int R = kStreamRing>
+cudaError_t launch_stream_shape(const MoeGroupedArgs& a, const StreamShape& sh, cudaStream_t s) {
+  if (sh.blocks >= (int64_t{1} << 31)) return cudaErrorInvalidValue;
+  // Dynamic shared memory of one CTA: the tile's activation rows for all of k.
+  const int64_t smem = moe_stream_stage_bytes(a.k, a.tile_tokens);
+  return moe_launch(moe_stream_kernel<NV, GATEUP, NT, NS, R>, dim3(static_cast<unsigned>(sh.blocks)), dim3(32 * sh.warps),
+                    static_cast<size_t>(smem), s, a.pdl, a, static_cast<int>(sh.groups));
+}
+template <bool GATEUP, bool NV, int NT, int NS = 2, int R = kStreamRing>
+cudaError_t launch_stream_nt(const MoeGroupedArgs& a, cudaStream_t s) {
+  StreamShape sh;
+  if (const cudaError_t e = stream_shape<GATEUP, NV, NT, NS, R>(a, sh); e != cudaSuccess) return e;
+  return launch_stream_shape<GATEUP, NV, NT, NS, R>(a, sh, s);
+}
+
+// Which kernel a stream launch runs. 16-token tiles: strip pairs, a ring of 2. 8-token tiles:
+//   - down: one-strip items when a.down_strips is 1, or 0 (automatic) in a call with the
+//     per-tile handoff (a.tile_ready: one launch covers every slot, T <= 8 on the V4 layers),
+//     where they measured 1-3% faster than strip pairs on the H200 (V4-Flash / V4-Pro T = 2
+//     -2.5 / -3%, T = 8 -1.5%), against 0-4% slower with the shared expert beside (T = 32..128);
+//   - gate|up: a ring of one chunk when a.gate_up_ring is 1, or 0 in a call with the handoff
+//     where it needs fewer rounds of CTAs than a ring of 2 (its lower registers give more
+//     warps per SM; at an equal count of rounds its shorter ring only loses: V4-Pro T = 2 +7%,
+//     while V4-Flash T = 2 ran -5% and T = 8 -1.7% with fewer rounds; notes step 59).
 template <bool GATEUP, bool NV>
 cudaError_t launch_stream(const MoeGroupedArgs& a, cudaStream_t s) {
-  return a.tile_tokens <= 8 ? launch_stream_nt<GATEUP, NV, 1>(a, s) : launch_stream_nt<GATEUP, NV, 2>(a, s);
+  if (!moe_stream_stage_fits(a.k, a.tile_tokens) || a.tile_tokens < 1 || a.tile_tokens > 16) return cudaErrorInvalidValue;
+  if (a.tile_tokens > 8) return launch_stream_nt<GATEUP, NV, 2>(a, s);
+  const bool handoff = a.tile_ready != nullptr;
+  if constexpr (!GATEUP) {
+    if (a.down_strips == 1 || (a.down_strips == 0 && handoff)) return launch_stream_nt<false, NV, 1, 1>(a, s);
+    return launch_stream_nt<false, NV, 1>(a, s);
+  } else {
+    if (a.gate_up_ring == 2 || (a.gate_up_ring == 0 && !handoff)) return launch_stream_nt<true, NV, 1>(a, s);
+    StreamShape one;
+    if (const cudaError_t e = stream_shape<true, NV, 1, 2, 1>(a, one); e != cudaSuccess) return e;
+    if (a.gate_up_ring == 0) {
+      StreamShape two;
+      if (const cudaError_t e = stream_shape<true, NV, 1, 2, 2>(a, two); e != cudaSuccess) return e;
+      if (one.rounds >= two.rounds) return launch_stream_shape<true, NV, 1>(a, two, s);
+    }
+    return launch_stream_shape<true, NV, 1, 2, 1>(a, one, s);
+  }
 }
 
 template <bool GATEUP>
@@ -397,6 +465,13 @@ cudaError_t prepare_stream() {
   raise(moe_stream_kernel<false, GATEUP, 1>);
   raise(moe_stream_kernel<true, GATEUP, 2>);
   raise(moe_stream_kernel<false, GATEUP, 2>);
+  if constexpr (!GATEUP) {
+    raise(moe_stream_kernel<true, false, 1, 1>);
+    raise(moe_stream_kernel<false, false, 1, 1>);
+  } else {
+    raise(moe_stream_kernel<true, true, 1, 2, 1>);
+    raise(moe_stream_kernel<false, true, 1, 2, 1>);
+  }
   return e;
 }
 
