@@ -133,8 +133,7 @@ int run_bench(int argc, char** argv) {
     else if (a == "--t" && i + 1 < argc) ts = flag_int_list(kProg, a, argv[++i], 1, int64_t{1} << 20);
     else {
       std::fprintf(stderr, "usage: bench_moe [--json FILE] [--t 1,8,64] [--models flash,pro] [--no-baseline] [--grouped] [--mtiles N]\n"
-                   "                 [--stream-tokens N] [--stream-warps N] [--down-strips N] [--gate-up-ring N]\n"
-                   "                 [--no-stream16] [--sustain MS]\n");
+                   "                 [--stream-tokens N] [--stream-warps N] [--down-strips N] [--gate-up-ring N] [--no-stream16] [--sustain MS]\n");
       return 2;
     }
   }
