@@ -335,12 +335,10 @@ void moe_route(const MoeLayer& L, const float* logits, int64_t T, const int32_t*
   check_cuda(launch_moe_route(a, s), w);
 }
 
-void moe_dispatch(const MoeLayer& L, int64_t T, const int32_t* n_valid, MoeWorkspace& ws, cudaStream_t s,
-                  const MoeOptions& opt) {
-  const std::string w = where(L.spec) + ": dispatch " + std::to_string(T) + " tokens";
-  check_workspace(L, T, ws, w);
-  check_options(opt, w);
-  const Plan p = plan_for(L, T, opt);
+namespace {
+// The dispatch kernels for the tile sizes of plan p (checked by the caller).
+void dispatch_planned(const MoeLayer& L, int64_t T, const int32_t* n_valid, MoeWorkspace& ws, cudaStream_t s, const Plan& p,
+                      const std::string& w) {
   MoeDispatchArgs a;
   a.ids = ws.ids.get<int32_t>();
   a.T = T;
@@ -361,6 +359,15 @@ void moe_dispatch(const MoeLayer& L, int64_t T, const int32_t* n_valid, MoeWorks
   a.tile_ready = ws.tile_ready.get<int32_t>();
   a.pdl = true;  // every dispatch kernel waits for its predecessor before reading
   check_cuda(launch_moe_dispatch(a, s), w);
+}
+}  // namespace
+
+void moe_dispatch(const MoeLayer& L, int64_t T, const int32_t* n_valid, MoeWorkspace& ws, cudaStream_t s,
+                  const MoeOptions& opt) {
+  const std::string w = where(L.spec) + ": dispatch " + std::to_string(T) + " tokens";
+  check_workspace(L, T, ws, w);
+  check_options(opt, w);
+  dispatch_planned(L, T, n_valid, ws, s, plan_for(L, T, opt), w);
 }
 
 namespace {
@@ -436,7 +443,7 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
     forward_single_token(L, x, n_valid, out, ws, s, w);
     return;
   }
-  moe_dispatch(L, T, n_valid, ws, s, opt);
+  dispatch_planned(L, T, n_valid, ws, s, p, w);  // the plan this call's launches use
 
   MoeGroupedArgs gu;
   gu.nvfp4 = sp.format == MatrixFormat::kNVFP4;
