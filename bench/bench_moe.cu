@@ -22,14 +22,13 @@
 // call ran the single-token kernel (moe_single_token.cu), no tiles.
 // Usage: bench_moe [--json FILE] [--t LIST] [--models flash,pro] [--no-baseline] [--grouped]
 //                  [--mtiles N] [--stream-tokens N] [--stream-warps N] [--down-strips N] [--gate-up-ring N]
-//                  [--single-ring N] [--no-stream16] [--sustain MS]
+//                  [--no-stream16] [--sustain MS]
 // (--no-baseline: fp4moe alone, eager and graph, e.g. under a profiler; --grouped: one-token
 // calls on the grouped path instead of the single-token kernel, for comparison; --mtiles: pin
 // the routed experts' token tiles, 1, 2, 4, 8, 12 or 16 eighths, for comparison; --stream-tokens,
 // --stream-warps: pin the weight-streaming kernel's tokens per tile and warps per CTA, 1..8;
 // --down-strips, --gate-up-ring: pin its weight strips per down item and gate|up's register
-// ring (chunks) at 8-token tiles, 1 or 2; --single-ring: the one-token kernel's ring for one-strip
-// units, 1 registers, 2 shared memory;
+// ring (chunks) at 8-token tiles, 1 or 2;
 // --no-stream16: 16-token tiles on the grouped kernel even where the streaming kernel fits;
 // --sustain MS: every measurement, the 1 GiB read's included, first runs its calls back to back
 // for about MS milliseconds and then times windows of about MS / 10 ms, so that the GPU is at
@@ -129,13 +128,12 @@ int run_bench(int argc, char** argv) {
     else if (a == "--stream-warps" && i + 1 < argc) opt.stream_warps = static_cast<int>(flag_int(kProg, a, argv[++i], 1, 8));
     else if (a == "--down-strips" && i + 1 < argc) opt.down_strips = static_cast<int>(flag_int(kProg, a, argv[++i], 1, 2));
     else if (a == "--gate-up-ring" && i + 1 < argc) opt.gate_up_ring = static_cast<int>(flag_int(kProg, a, argv[++i], 1, 2));
-    else if (a == "--single-ring" && i + 1 < argc) opt.single_ring = static_cast<int>(flag_int(kProg, a, argv[++i], 1, 2));
     else if (a == "--models" && i + 1 < argc) models = argv[++i];
     else if (a == "--sustain" && i + 1 < argc) sustain_ms = flag_double(kProg, a, argv[++i], 0, 60000);
     else if (a == "--t" && i + 1 < argc) ts = flag_int_list(kProg, a, argv[++i], 1, int64_t{1} << 20);
     else {
       std::fprintf(stderr, "usage: bench_moe [--json FILE] [--t 1,8,64] [--models flash,pro] [--no-baseline] [--grouped] [--mtiles N]\n"
-                   "                 [--stream-tokens N] [--stream-warps N] [--down-strips N] [--gate-up-ring N] [--single-ring N] [--no-stream16] [--sustain MS]\n");
+                   "                 [--stream-tokens N] [--stream-warps N] [--down-strips N] [--gate-up-ring N] [--no-stream16] [--sustain MS]\n");
       return 2;
     }
   }

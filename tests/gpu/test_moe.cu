@@ -442,13 +442,10 @@ TEST(MoeGraph, ReplayEqualsEagerWithPaddedRows) {
 // than 16 warps per SM: inter 4096), over many routings: ties, hash routing with repeated experts and stale token ids, absent
 // experts (some calls route every pair away), no shared expert, MXFP4; back to back on one
 // workspace (its counters must reset themselves); for a padding token (n_valid = 0: zero
-// output); and replayed from a CUDA graph with new inputs. One-strip units with either weight
-// ring (registers, or shared memory by bulk copies: MoeOptions::single_ring); hidden 320 and
-// inter 192 give both rings a short last chunk.
+// output); and replayed from a CUDA graph with new inputs.
 TEST(MoeSingleToken, SameBitsAsGroupedPath) {
   FP4MOE_REQUIRE_GPU();
   test::SeededRng R;
-  for (int ring = 1; ring <= 2; ++ring)
   for (int variant = 0; variant < 6; ++variant) {
     MoeCase c;
     c.router = v4_router(32, 6);
@@ -474,7 +471,7 @@ TEST(MoeSingleToken, SameBitsAsGroupedPath) {
         c.hidden = 128, c.inter = 4096;
         break;
     }
-    SCOPED_TRACE("ring " + std::to_string(ring) + ", variant " + std::to_string(variant));
+    SCOPED_TRACE("variant " + std::to_string(variant));
     MoeFixture f(c, R.rng);
     const int64_t H = c.hidden, E = c.router.n_experts;
     cuda::MoeWorkspace ws1 = cuda::MoeWorkspace::create(*f.dev, 1), wsg = cuda::MoeWorkspace::create(*f.dev, 1);
@@ -497,7 +494,6 @@ TEST(MoeSingleToken, SameBitsAsGroupedPath) {
     auto fwd = [&](cuda::DeviceBuffer& o, cuda::MoeWorkspace& w, bool single) {
       cuda::MoeOptions opt;
       opt.single_token = single;
-      if (single) opt.single_ring = ring;
       cuda::moe_forward(*f.dev, x.get<__nv_bfloat16>(), 1, logits.get<float>(), tok.get<int32_t>(), nvalid.get<int32_t>(),
                         o.get<__nv_bfloat16>(), w, s.get(), opt);
     };
@@ -552,8 +548,7 @@ TEST(MoeLayer, RejectsBadInput) {
                    +[](cuda::MoeOptions& o) { o.stream_tokens = 9; }, +[](cuda::MoeOptions& o) { o.stream_warps = 0; },
                    +[](cuda::MoeOptions& o) { o.stream_warps = 9; }, +[](cuda::MoeOptions& o) { o.down_strips = 0; },
                    +[](cuda::MoeOptions& o) { o.down_strips = 3; }, +[](cuda::MoeOptions& o) { o.gate_up_ring = 0; },
-                   +[](cuda::MoeOptions& o) { o.gate_up_ring = 3; }, +[](cuda::MoeOptions& o) { o.single_ring = 0; },
-                   +[](cuda::MoeOptions& o) { o.single_ring = 3; }}) {
+                   +[](cuda::MoeOptions& o) { o.gate_up_ring = 3; }}) {
     cuda::MoeOptions o;
     set(o);
     EXPECT_THROW(cuda::moe_forward(*f.dev, nullptr, 0, nullptr, nullptr, nullptr, nullptr, ws, nullptr, o), std::invalid_argument);

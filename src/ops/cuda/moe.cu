@@ -44,8 +44,6 @@ void check_options(const MoeOptions& opt, const std::string& w) {
     throw std::invalid_argument(w + ": down_strips must be 1 or 2");
   if (opt.gate_up_ring && *opt.gate_up_ring != 1 && *opt.gate_up_ring != 2)
     throw std::invalid_argument(w + ": gate_up_ring must be 1 or 2");
-  if (opt.single_ring && *opt.single_ring != 1 && *opt.single_ring != 2)
-    throw std::invalid_argument(w + ": single_ring must be 1 or 2");
 }
 
 // One-token calls run the single persistent kernel (moe_single_token.cu) where its stage fits.
@@ -375,7 +373,7 @@ void moe_dispatch(const MoeLayer& L, int64_t T, const int32_t* n_valid, MoeWorks
 namespace {
 // A one-token call after its router: the single persistent kernel (moe_single_token.cu).
 void forward_single_token(const MoeLayer& L, const __nv_bfloat16* x, const int32_t* n_valid, __nv_bfloat16* out,
-                          MoeWorkspace& ws, cudaStream_t s, const MoeOptions& opt, const std::string& w) {
+                          MoeWorkspace& ws, cudaStream_t s, const std::string& w) {
   const MoeSpec& sp = L.spec;
   const int64_t k = sp.router.top_k;
   MoeSingleArgs a;
@@ -409,7 +407,6 @@ void forward_single_token(const MoeLayer& L, const __nv_bfloat16* x, const int32
   a.out = out;
   a.sync = ws.sync.get<int32_t>();
   a.sms = device_sm_count();
-  a.single_ring = opt.single_ring.value_or(0);
   a.pdl = true;  // after the router, which lets it start at once
   check_cuda(launch_moe_single(a, s), w + " (single-token kernel)");
 }
@@ -443,7 +440,7 @@ void moe_forward(const MoeLayer& L, const __nv_bfloat16* x, int64_t T, const flo
                                 std::to_string(row_blocks) + " row blocks)");
   moe_route(L, logits, T, token_ids, n_valid, ws, s);
   if (single) {
-    forward_single_token(L, x, n_valid, out, ws, s, opt, w);
+    forward_single_token(L, x, n_valid, out, ws, s, w);
     return;
   }
   dispatch_planned(L, T, n_valid, ws, s, p, w);  // the plan this call's launches use

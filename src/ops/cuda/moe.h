@@ -118,11 +118,6 @@ struct MoeOptions {
   // and 2. For comparisons: the same bits.
   std::optional<int> down_strips;
   std::optional<int> gate_up_ring;
-  // The one-token kernel's weight ring for one-strip units: 1 = registers (2 chunks of 4 k-tiles,
-  // 16-byte loads by every lane), 2 = shared memory (4 chunks per warp, each one bulk asynchronous
-  // copy of its codes and one of its scales, completed on an mbarrier), where it fits. For
-  // comparisons: the same bits.
-  std::optional<int> single_ring;
   // 16-token tiles run the weight-streaming kernel for each GEMM whose 16-token stage fits its
   // shared memory (both GEMMs of both V4 layers: 16 x (7168 + 8) x 2 bytes is under the 227 KiB
   // limit), else the grouped kernel; false: the grouped kernel always (and moe_mtiles' rule for

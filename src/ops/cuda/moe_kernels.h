@@ -238,7 +238,6 @@ struct MoeSingleArgs {
   int sms = 0;                       // CTAs: one per multiprocessor
   bool pdl = false;
   int gu_warps = 0;                  // set by launch_moe_single
-  int single_ring = 0;               // one-strip units' ring: 0 = default, 1 = registers, 2 = shared memory
 };
 int64_t moe_single_sync_ints(int64_t hidden, int64_t inter);
 int64_t moe_single_smem_bytes(int64_t hidden, int64_t inter);  // dynamic shared memory of one CTA

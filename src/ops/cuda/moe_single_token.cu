@@ -47,9 +47,7 @@ namespace {
 using detail::cp_async16;
 using detail::cp_async_commit;
 using detail::cp_async_wait;
-using moe_detail::kStreamChunk;
 using moe_detail::StripRing;
-using moe_detail::strip_chunk_mma;
 using moe_detail::swiglu_value;
 
 constexpr int kMaxPairs = kMoeMaxTopK + 1;
@@ -58,124 +56,6 @@ constexpr int kMaxPairs = kMoeMaxTopK + 1;
 constexpr int kRingOne = 2;
 constexpr unsigned kFull = 0xffffffffu;
 
-// The shared-memory ring of one-strip units (MoeSingleArgs::single_ring 2): per warp kBulkStages
-// chunks of kStreamChunk k-tiles, each stage a chunk's codes then its scales; lane 0 fills a
-// stage with two bulk asynchronous copies (cp.async.bulk, evict-first like the register ring's
-// loads) that complete on the stage's mbarrier, every lane waits on it, reads its 16 code bytes
-// and its scale bytes per k-tile into registers and multiplies them with strip_chunk_mma (the
-// register ring's arithmetic: the same bits). A stage is refilled once its chunk is multiplied,
-// so kBulkStages - 1 chunks stay in flight while one is multiplied (the register ring: one),
-// at one copy instruction per 2 KB instead of one 16-byte load per lane.
-constexpr int kBulkStages = 4;
-__device__ __forceinline__ void mbar_init(uint32_t bar) { asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar) : "memory"); }
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
-}
-__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar, uint64_t policy) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(dst),
-               "l"(src), "r"(bytes), "r"(bar), "l"(policy)
-               : "memory");
-}
-__device__ __forceinline__ uint4 lds128(uint32_t a) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a));
-  return v;
-}
-__device__ __forceinline__ uint2 lds64(uint32_t a) {
-  uint2 v;
-  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(a));
-  return v;
-}
-__device__ __forceinline__ uint32_t lds32(uint32_t a) {
-  uint32_t v;
-  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(a));
-  return v;
-}
-
-template <bool NV>
-struct BulkRing {
-  static constexpr int kC = kStreamChunk;
-  static constexpr int kSB = NV ? kNvScaleBytesPerTile : kMxScaleBytesPerTile;
-  static constexpr int kStage = kC * (kTileCodeBytes + kSB);  // codes, then scales
-  static constexpr int kBytes = kBulkStages * kStage + kBulkStages * 8;  // the stages, then one mbarrier each
-  static_assert(kStage % 16 == 0 && kBytes % 16 == 0, "bulk copies need 16-byte aligned stages");
-  uint32_t base = 0;   // shared address of this warp's ring
-  uint32_t phase = 0;  // bit d: the parity of stage d's next completion
-  uint64_t policy = 0;
-  const uint8_t* pc = nullptr;  // the strip's codes and scales at its first k-tile
-  const uint8_t* ps = nullptr;
-  int ktiles = 0, chunks = 0;
-
-  __device__ __forceinline__ uint32_t bar(int d) const { return base + kBulkStages * kStage + 8 * d; }
-  // Once per kernel: the warp's barriers (lane 0), visible to the copy engine before first use.
-  __device__ __forceinline__ void init(uint32_t b, int lane) {
-    base = b;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-    if (lane == 0) {
-      for (int d = 0; d < kBulkStages; ++d) mbar_init(bar(d));
-      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncwarp();
-  }
-  // Lane 0: chunk c into stage c % kBulkStages (the last chunk may be short: K is a multiple of 64 only).
-  __device__ __forceinline__ void issue(int c) {
-    const int d = c % kBulkStages;
-    const int n = min(kC, ktiles - c * kC);
-    const uint32_t st = base + d * kStage;
-    mbar_expect_tx(bar(d), static_cast<uint32_t>(n * (kTileCodeBytes + kSB)));
-    bulk_copy(st, pc + static_cast<int64_t>(c) * kC * kTileCodeBytes, n * kTileCodeBytes, bar(d), policy);
-    bulk_copy(st + kC * kTileCodeBytes, ps + static_cast<int64_t>(c) * kC * kSB, n * kSB, bar(d), policy);
-  }
-  // The first chunks of strip `strip` (a caller may wait for its activations afterwards).
-  __device__ __forceinline__ void start(const uint8_t* codes, const uint8_t* scales, int64_t kt, int64_t strip, int lane) {
-    pc = codes + strip * kt * kTileCodeBytes;
-    ps = scales + strip * kt * kSB;
-    ktiles = static_cast<int>(kt);
-    chunks = (ktiles + kC - 1) / kC;
-    if (lane == 0) {
-      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // after the previous unit's reads of the stages
-      for (int c = 0; c < kBulkStages && c < chunks; ++c) issue(c);
-    }
-  }
-  // All of k (every issued chunk is consumed, so the barriers' phases carry over to the next unit).
-  __device__ __forceinline__ void run(unsigned xk, float (&acc)[1][1][4], int lane) {
-    for (int c = 0; c < chunks; ++c) {
-      const int d = c % kBulkStages;
-      mbar_wait(bar(d), (phase >> d) & 1u);
-      phase ^= 1u << d;
-      const uint32_t st = base + d * kStage;
-      const int todo = ktiles - c * kC;
-      uint4 cr[kC][1];
-      uint2 sr[kC][1];
-#pragma unroll
-      for (int i = 0; i < kC; ++i) {
-        if (i < todo) {
-          cr[i][0] = lds128(st + i * kTileCodeBytes + lane * 16);
-          const uint32_t sa = st + kC * kTileCodeBytes + i * kSB + (lane >> 2) * (kSB / 8);
-          if constexpr (NV) sr[i][0] = lds64(sa);
-          else sr[i][0] = make_uint2(lds32(sa), 0u);
-        }
-      }
-      strip_chunk_mma<NV, 1, 1>(cr, sr, xk + c * kC * kTileK * 2, todo, acc);
-      // Every lane's reads of the stage are behind it (their registers were multiplied): refill it.
-      __syncwarp();
-      if (lane == 0 && c + kBulkStages < chunks) {
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        issue(c + kBulkStages);
-      }
-    }
-  }
-};
 // Claims the next unit (lane 0's atomic, broadcast).
 __device__ __forceinline__ int claim(int32_t* next, int lane) {
   int u = 0;
@@ -212,10 +92,8 @@ __host__ __device__ constexpr int64_t dn_done_off(int64_t inter) { return kHalve
 
 // NS: strips per unit (2: a gate|up unit is an item's gate and up strips, a down unit two
 // strips; 1: one strip each, twice the units), W: warps per CTA.
-// BULK: one-strip units stream through the shared-memory ring (BulkRing) instead of registers.
-template <bool NV, int NS, int W, bool BULK = false>
+template <bool NV, int NS, int W>
 __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSingleArgs a) {
-  static_assert(!BULK || NS == 1, "the shared-memory ring streams one strip");
   extern __shared__ __align__(16) __nv_bfloat16 smem[];  // x [H], then per warp h [I]
   const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
   const int g = lane / 4, q = lane % 4;
@@ -242,10 +120,6 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
   // ldmatrix row addresses (one token: every row address is the token's; lanes 16..31 16 k on).
   const unsigned xaddr = static_cast<unsigned>(__cvta_generic_to_shared(xs + ((lane / 8) % 2) * 8 + (lane / 16) * 16));
   const unsigned haddr = static_cast<unsigned>(__cvta_generic_to_shared(hs + ((lane / 8) % 2) * 8 + (lane / 16) * 16));
-  [[maybe_unused]] BulkRing<NV> bulk;  // after x and the h rows of the W warps (W = kWarpsOne: moe_single_smem_bytes)
-  if constexpr (BULK)
-    bulk.init(static_cast<uint32_t>(__cvta_generic_to_shared(smem + H + W * I)) + static_cast<uint32_t>(warp * BulkRing<NV>::kBytes),
-              lane);
 
   Routing rt;
   bool routed = false;
@@ -315,14 +189,9 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
         // Unit v: the gate (even v) or up (odd v) strip of item v / 2, so both halves of an
         // item run side by side; the second to finish applies the SwiGLU.
         const int item = v / 2, up = v % 2;
-        if constexpr (BULK) {
-          bulk.start(a.gu_codes + e * a.gu_code_stride, a.gu_scales + e * a.gu_scale_stride, a.gu_ktiles, up * gu_items + item, lane);
-          bulk.run(xaddr, acc, lane);
-        } else {
-          ring.start(a.gu_codes + e * a.gu_code_stride, a.gu_scales + e * a.gu_scale_stride, a.gu_ktiles,
-                     {static_cast<int64_t>(up * gu_items + item)}, lane, true);
-          ring.run(xaddr, acc);
-        }
+        ring.start(a.gu_codes + e * a.gu_code_stride, a.gu_scales + e * a.gu_scale_stride, a.gu_ktiles,
+                   {static_cast<int64_t>(up * gu_items + item)}, lane, true);
+        ring.run(xaddr, acc);
         // This half, rounded to bf16 as the linear's output, to the pair's scratch row.
         const float f = a.gu_gscale[2 * e + up] * kEpilogueUnscale;
         __nv_bfloat16* part = a.gu_part + static_cast<int64_t>(p) * 2 * I + static_cast<int64_t>(up) * I + item * kTileRows;
@@ -348,10 +217,7 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
     int64_t strips[NS];
 #pragma unroll
     for (int j = 0; j < NS; ++j) strips[j] = static_cast<int64_t>(v) * NS + j;
-    if constexpr (BULK)
-      bulk.start(a.dn_codes + e * a.dn_code_stride, a.dn_scales + e * a.dn_scale_stride, a.dn_ktiles, strips[0], lane);
-    else
-      ring.start(a.dn_codes + e * a.dn_code_stride, a.dn_scales + e * a.dn_scale_stride, a.dn_ktiles, strips, lane, true);
+    ring.start(a.dn_codes + e * a.dn_code_stride, a.dn_scales + e * a.dn_scale_stride, a.dn_ktiles, strips, lane, true);
     if (lane == 0)
       while (moe_ld_acquire(gu_done + p * kLine) < gu_items) __nanosleep(256);
     __syncwarp();
@@ -359,10 +225,7 @@ __global__ void __launch_bounds__(W * 32, 1) moe_single_token_kernel(const MoeSi
     cp_async_commit();
     cp_async_wait<0>();
     __syncwarp();
-    if constexpr (BULK)
-      bulk.run(haddr, acc, lane);
-    else
-      ring.run(haddr, acc);
+    ring.run(haddr, acc);
     __syncwarp();  // every lane's ldmatrix reads of hs are done before the next unit restages it
     ensure_routed();  // a shared-expert unit may have started before the routing was known
     moe_detail::down_store(acc[0][0], acc[NS - 1][0], a.dn_gscale[e] * kEpilogueUnscale, 1, g, q, a.y + p * H, H,
@@ -424,8 +287,6 @@ cudaError_t moe_prepare_single() {
   raise(moe_single_token_kernel<false, 1, kWarpsOne>);
   raise(moe_single_token_kernel<true, 2, kWarpsPair>);
   raise(moe_single_token_kernel<false, 2, kWarpsPair>);
-  raise(moe_single_token_kernel<true, 1, kWarpsOne, true>);
-  raise(moe_single_token_kernel<false, 1, kWarpsOne, true>);
   return e;
 }
 
@@ -439,13 +300,6 @@ cudaError_t launch_moe_single(const MoeSingleArgs& in, cudaStream_t s) {
   if (one_strip_units(a.inter, a.k, sms)) {
     const dim3 block(kWarpsOne * 32);
     a.gu_warps = gate_up_warps(2 * items, a.k, sms, kWarpsOne);
-    // The shared-memory ring where it fits beside x and the h rows (V4-Flash: 72 + 144 KB).
-    const int64_t bulk_smem = smem + kWarpsOne * (a.nvfp4 ? BulkRing<true>::kBytes : BulkRing<false>::kBytes);
-    if (a.single_ring == 2 && bulk_smem <= kMoeStreamMaxSmem)
-      return a.nvfp4 ? moe_launch(moe_single_token_kernel<true, 1, kWarpsOne, true>, grid, block, static_cast<size_t>(bulk_smem), s,
-                                  a.pdl, a)
-                     : moe_launch(moe_single_token_kernel<false, 1, kWarpsOne, true>, grid, block, static_cast<size_t>(bulk_smem), s,
-                                  a.pdl, a);
     return a.nvfp4 ? moe_launch(moe_single_token_kernel<true, 1, kWarpsOne>, grid, block, static_cast<size_t>(smem), s, a.pdl, a)
                    : moe_launch(moe_single_token_kernel<false, 1, kWarpsOne>, grid, block, static_cast<size_t>(smem), s, a.pdl, a);
   }

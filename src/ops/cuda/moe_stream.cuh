@@ -65,63 +65,11 @@ constexpr int kStreamChunk = 4;  // k-tiles per register chunk
 constexpr int kStreamRing = 2;   // chunks in the ring
 
 
-// One register chunk's multiply: kStreamChunk k-tiles (the first `todo` of them) of NS strips, codes
-// c and scales s as loaded, against the activations whose ldmatrix row address at the chunk's first
-// k is xk. xk: this lane's ldmatrix row (NT = 1: token lane % 8, k half (lane / 8) % 2, and lanes
-// 16..31 16 k further on; NT = 2: token lane % 8 + 8 (lane / 16), the same k half). acc[j][t]: strip
-// j, token group t (tokens 8t..8t+7). Both groups multiply the same A fragment: each output is the
-// same mma chain whatever NT. NT = 1 reads a k-tile's activation fragments with two ldmatrix .x4
-// (two k16 steps each): half the ldmatrix instructions of one .x2 per step, ~1% at T = 1 and 8
-// (notes step 54). Shared by StripRing and the one-token kernel's shared-memory ring.
-template <bool NV, int NS, int NT>
-__device__ __forceinline__ void strip_chunk_mma(const uint4 (&c)[kStreamChunk][NS], const uint2 (&s)[kStreamChunk][NS], unsigned xk,
-                                                int todo, float (&acc)[NS][NT][4]) {
-  static_assert(NT == 1 || NT == 2, "8 or 16 tokens per tile");
-  auto load_b1 = [&](unsigned addr, uint32_t (&b)[8]) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                 : "r"(addr));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(b[4]), "=r"(b[5]), "=r"(b[6]), "=r"(b[7])
-                 : "r"(addr + 64));
-  };
-#pragma unroll
-  for (int i = 0; i < kStreamChunk; ++i) {
-    if (i >= todo) break;  // uniform; K is a multiple of 64, so every k16 step of a tile is real
-    uint32_t sw[NS][4];
-#pragma unroll
-    for (int j = 0; j < NS; ++j) tile_scales<NV>(s[i][j], sw[j]);
-    uint32_t b1[8];  // NT = 1: the k-tile's four fragments (two per ldmatrix .x4)
-    if constexpr (NT == 1) load_b1(xk + i * kTileK * 2, b1);
-    auto step = [&](auto jc) {
-      constexpr int J = decltype(jc)::value;
-      uint32_t b[2 * NT], af[4];
-      if constexpr (NT == 1) {
-        b[0] = b1[2 * J], b[1] = b1[2 * J + 1];
-      } else {
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                     : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                     : "r"(xk + i * kTileK * 2 + J * 32));
-      }
-#pragma unroll
-      for (int j = 0; j < NS; ++j) {
-        a_fragment_fast<NV, J>(c[i][j], sw[j], af);
-#pragma unroll
-        for (int t = 0; t < NT; ++t) mma_bf16(acc[j][t], af, b[2 * t], b[2 * t + 1]);
-      }
-    };
-    step(std::integral_constant<int, 0>{});
-    step(std::integral_constant<int, 1>{});
-    step(std::integral_constant<int, 2>{});
-    step(std::integral_constant<int, 3>{});
-  }
-}
-
 // One warp's stream of NS weight strips (1 or 2) of one slot over all of k: a register ring
 // of R chunks of kStreamChunk k-tiles (16-byte evict-first loads), a chunk refilled as soon
 // as it is consumed; each k16 step reads its activation fragment by ldmatrix from shared
-// memory and runs one mma.sync per strip (strip_chunk_mma). start() issues the first chunks (so
-// a caller may wait for its activations afterwards), run() multiplies all of k.
+// memory and runs one mma.sync per strip. start() issues the first chunks (so a caller may
+// wait for its activations afterwards), run() multiplies all of k.
 template <bool NV, int NS = 2, int R = kStreamRing>
 struct StripRing {
   static constexpr int kC = kStreamChunk;
@@ -169,16 +117,62 @@ struct StripRing {
     load_left -= kC;
   }
 
-  // xk: shared address of this lane's ldmatrix row at k = 0 (see strip_chunk_mma); acc zero on entry.
+  // xk: shared address of this lane's ldmatrix row at k = 0 (NT = 1: token lane % 8, k half
+  // (lane / 8) % 2, and lanes 16..31 16 k further on; NT = 2: token lane % 8 + 8 (lane / 16), the
+  // same k half). acc[j][t]: strip j, token group t (tokens 8t..8t+7), zero on entry. Both groups
+  // multiply the same A fragment: each output is the same mma chain whatever NT.
+  // NT = 1 reads a k-tile's activation fragments with two ldmatrix .x4 (two k16 steps each):
+  // half the ldmatrix instructions of one .x2 per step, ~1% at T = 1 and 8 (notes step 54).
   template <int NT>
   __device__ __forceinline__ void run(unsigned xk, float (&acc)[NS][NT][4]) {
+    static_assert(NT == 1 || NT == 2, "8 or 16 tokens per tile");
+    auto load_b1 = [&](unsigned addr, uint32_t (&b)[8]) {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                   : "r"(addr));
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(b[4]), "=r"(b[5]), "=r"(b[6]), "=r"(b[7])
+                   : "r"(addr + 64));
+    };
+    auto compute_chunk = [&](const uint4 (&c)[kC][NS], const uint2 (&s)[kC][NS]) {
+#pragma unroll
+      for (int i = 0; i < kC; ++i) {
+        if (i >= todo) break;  // uniform; K is a multiple of 64, so every k16 step of a tile is real
+        uint32_t sw[NS][4];
+#pragma unroll
+        for (int j = 0; j < NS; ++j) tile_scales<NV>(s[i][j], sw[j]);
+        uint32_t b1[8];  // NT = 1: the k-tile's four fragments (two per ldmatrix .x4)
+        if constexpr (NT == 1) load_b1(xk + i * kTileK * 2, b1);
+        auto step = [&](auto jc) {
+          constexpr int J = decltype(jc)::value;
+          uint32_t b[2 * NT], af[4];
+          if constexpr (NT == 1) {
+            b[0] = b1[2 * J], b[1] = b1[2 * J + 1];
+          } else {
+            asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                         : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                         : "r"(xk + i * kTileK * 2 + J * 32));
+          }
+#pragma unroll
+          for (int j = 0; j < NS; ++j) {
+            a_fragment_fast<NV, J>(c[i][j], sw[j], af);
+#pragma unroll
+            for (int t = 0; t < NT; ++t) mma_bf16(acc[j][t], af, b[2 * t], b[2 * t + 1]);
+          }
+        };
+        step(std::integral_constant<int, 0>{});
+        step(std::integral_constant<int, 1>{});
+        step(std::integral_constant<int, 2>{});
+        step(std::integral_constant<int, 3>{});
+      }
+      xk += kC * kTileK * 2;
+      todo -= kC;
+    };
     while (todo > 0) {
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (todo > 0) {
-          strip_chunk_mma<NV, NS, NT>(cr[r], sr[r], xk, todo, acc);
-          xk += kC * kTileK * 2;
-          todo -= kC;
+          compute_chunk(cr[r], sr[r]);
           load_chunk(cr[r], sr[r]);
         }
       }
