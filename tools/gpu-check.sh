@@ -30,7 +30,9 @@ build=build-gpu
 summary="$out/summary.txt"
 : >"$summary"
 status=0
-note() { echo "$*" | tee -a "$summary"; }
+t_start=$(date +%s)
+# Each summary line ends with the seconds since the start (what a device call's budget needs to know).
+note() { echo "$* (t+$(($(date +%s) - t_start)) s)" | tee -a "$summary"; }
 
 commit=$(cat "$src/COMMIT" 2>/dev/null || git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)
 note "gpu-check: $(date -u +%Y-%m-%dT%H:%M:%SZ) source $src commit $commit"
