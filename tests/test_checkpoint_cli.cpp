@@ -101,6 +101,13 @@ TEST_F(CheckpointCli, QuantizeInspectDoctor) {
   for (const auto& f : b["findings"])
     found |= f["check"] == "block-scale-nan" && f["tensor"] == "model.layers.2.ffn.experts.1.w2.weight_scale";
   EXPECT_TRUE(found) << bad.out;
+  // run refuses it at load, naming the tensor and the scale ([row, block]: 2 blocks per row of w2),
+  // instead of generating from NaN logits.
+  CliRun gen = fp4moe_run(d, "run --model " + out.string() + " --prompt-ids 1,2 --max-new-tokens 2");
+  EXPECT_EQ(gen.code, 2) << gen.out << gen.err;
+  EXPECT_TRUE(has(gen.err, "model.layers.2.ffn.experts.1.w2.weight")) << gen.err;
+  EXPECT_TRUE(has(gen.err, "block scale [1, 1] is NaN (e4m3 0xFF)")) << gen.err;
+  EXPECT_FALSE(has(gen.out, "generated")) << gen.out;
 }
 
 TEST_F(CheckpointCli, UnreadableInputExitsTwoNamingTheFile) {

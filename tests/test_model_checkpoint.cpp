@@ -9,6 +9,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <tuple>
 
 #include "io/safetensors.h"
 #include "model/checkpoint_source.h"
@@ -17,6 +18,7 @@
 #include "ops/cpu/linear_ref.h"
 #include "formats/quantize.h"
 #include "util/test_util.h"
+#include "util/tiny_checkpoint.h"
 #include "weights/quantize_checkpoint.h"
 
 namespace fp4moe::model {
@@ -118,6 +120,35 @@ TEST(ModelCheckpoint, ProblemsNameTheFileFieldOrTensor) {
     FAIL() << "no error";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
+  }
+}
+
+// A NaN or infinite stored value (a norm weight, a BF16 linear weight) is refused at load with
+// the tensor's name, instead of a model whose every logit is NaN.
+TEST(ModelCheckpoint, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  TempDir d;
+  write_tiny_checkpoint(d.path / "tiny", 17);
+  ASSERT_NO_THROW(load_v4_checkpoint(d.path / "tiny"));
+  const std::vector<io::OwnedTensor> clean = test::read_all(d.path / "tiny" / "model.safetensors");
+  // bf16 0x7FC0 (NaN) and 0xFF80 (-inf), little-endian, into the middle of one tensor.
+  for (const auto& [suffix, hi, lo] : {std::tuple{std::string("attn_norm.weight"), 0x7F, 0xC0}, std::tuple{std::string("attn.wkv.weight"), 0xFF, 0x80}}) {
+    std::vector<io::OwnedTensor> t = clean;
+    std::string planted;
+    for (io::OwnedTensor& x : t)
+      if (planted.empty() && x.spec.name.size() > suffix.size() && x.spec.name.ends_with(suffix) && x.spec.dtype == io::Dtype::kBF16) {
+        const size_t i = (x.bytes.size() / 4) * 2;
+        x.bytes[i] = static_cast<uint8_t>(lo), x.bytes[i + 1] = static_cast<uint8_t>(hi);
+        planted = x.spec.name;
+      }
+    ASSERT_FALSE(planted.empty()) << suffix;
+    io::write_safetensors(d.path / "tiny" / "model.safetensors", t);
+    try {
+      load_v4_checkpoint(d.path / "tiny");
+      FAIL() << "no error for " << planted;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(planted), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("not finite"), std::string::npos) << e.what();
+    }
   }
 }
 

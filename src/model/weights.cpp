@@ -2,6 +2,7 @@
 #include "model/weights.h"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 #include "formats/blocks.h"
@@ -40,6 +41,10 @@ class Loader {
     for (int64_t d : shape) want *= d;
     if (t.numel() != want || int64_t(t.values.size()) != want)
       throw std::invalid_argument("tensor " + n + " has shape " + shape_str(t.shape) + ", expected " + shape_str(shape));
+    for (size_t i = 0; i < t.values.size(); ++i)
+      if (!std::isfinite(t.values[i]))
+        throw std::invalid_argument("tensor " + n + " in " + src_.describe() + ": value " + std::to_string(i) +
+                                    " is not finite; the model's outputs would be NaN (fp4moe doctor lists every finding)");
     return std::move(t.values);
   }
 
@@ -51,6 +56,10 @@ class Loader {
                                   std::to_string(m.cols) + "], expected [" + std::to_string(rows) + ", " +
                                   std::to_string(cols) + "]");
     validate_matrix(m.view());
+    // A NaN scale or weight would turn every output of the layer into NaN: refuse it here.
+    if (const std::string bad = matrix_nonfinite_value(m.view()); !bad.empty())
+      throw std::invalid_argument("tensor " + n + " in " + src_.describe() + ": " + bad +
+                                  "; its outputs would be NaN (fp4moe doctor lists every finding)");
     return m;
   }
 
