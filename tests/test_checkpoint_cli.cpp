@@ -5,10 +5,13 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "io/safetensors.h"
 #include "util/test_util.h"
 #include "util/tiny_checkpoint.h"
 
@@ -108,6 +111,43 @@ TEST_F(CheckpointCli, QuantizeInspectDoctor) {
   EXPECT_TRUE(has(gen.err, "model.layers.2.ffn.experts.1.w2.weight")) << gen.err;
   EXPECT_TRUE(has(gen.err, "block scale [1, 1] is NaN (e4m3 0xFF)")) << gen.err;
   EXPECT_FALSE(has(gen.out, "generated")) << gen.out;
+}
+
+// run --logits-out: the file holds "ids" (prompt + generated) and "logits" [P + N, vocab] whose
+// rows' argmax are the generated ids (greedy); a --logits-out folder that does not exist is
+// refused before the generation, not after it.
+TEST_F(CheckpointCli, RunWritesLogitsAndRefusesAMissingFolderFirst) {
+  test::SeededRng r;
+  test::TempDir d;
+  const fs::path ck = d.path() / "ck", lo = d.path() / "logits.safetensors";
+  test::write_tiny_v4(ck, r.rng);
+  const CliRun g = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 3,1,4,1,5 --max-new-tokens 3 --logits-out " + lo.string());
+  ASSERT_EQ(g.code, 0) << g.out << g.err;
+  const io::Checkpoint c = io::Checkpoint::open(lo);
+  const io::TensorRef ids = c.at("ids"), logits = c.at("logits");
+  ASSERT_EQ(ids.info->dtype, io::Dtype::kI64);
+  ASSERT_EQ(ids.info->shape, (std::vector<int64_t>{8}));
+  ASSERT_EQ(logits.info->shape.size(), 2u);
+  ASSERT_EQ(logits.info->shape[0], 8);
+  const int64_t V = logits.info->shape[1];
+  const auto ib = ids.bytes();
+  std::vector<int64_t> id(8);
+  std::memcpy(id.data(), ib.data(), 64);
+  EXPECT_EQ((std::vector<int64_t>{id.begin(), id.begin() + 5}), (std::vector<int64_t>{3, 1, 4, 1, 5}));
+  const std::vector<float> l = io::tensor_to_f32(logits);
+  std::string gen = "generated:";
+  for (int64_t row = 4; row < 7; ++row) {  // the logits after the last prompt token pick the first new token
+    const int64_t next = std::max_element(l.begin() + row * V, l.begin() + (row + 1) * V) - (l.begin() + row * V);
+    EXPECT_EQ(next, id[row + 1]) << "row " << row;
+    gen += " " + std::to_string(next);
+  }
+  EXPECT_TRUE(has(g.out, gen)) << g.out << " vs " << gen;
+
+  const CliRun bad = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 1 --max-new-tokens 2 --logits-out " +
+                                       (d.path() / "no" / "such" / "x.safetensors").string());
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_TRUE(has(bad.err, "does not exist")) << bad.err;
+  EXPECT_FALSE(has(bad.out, "generated")) << bad.out;
 }
 
 TEST_F(CheckpointCli, UnreadableInputExitsTwoNamingTheFile) {

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -52,8 +53,21 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 
 int32_t argmax(const float* v, int64_t n) { return static_cast<int32_t>(std::max_element(v, v + n) - v); }
 
+// --logits-out is written after the generation: a folder that does not exist is refused before it.
+void check_logits_out(const std::string& path) {
+  if (path.empty()) return;
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw std::invalid_argument("--logits-out " + path + ": folder " + dir.string() + " does not exist");
+  if (fs::is_directory(p, ec)) throw std::invalid_argument("--logits-out " + path + ": is a folder, not a file name");
+}
+
 int run_run(const RunArgs& a) {
   const std::vector<int32_t> prompt = parse_ids(a.prompt_ids);
+  check_logits_out(a.logits_out);
+  const bool keep_logits = !a.logits_out.empty();  // else only the last row is needed
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   model::LoadedCheckpoint lc = model::load_v4_checkpoint(a.model);
@@ -72,7 +86,7 @@ int run_run(const RunArgs& a) {
   const auto p0 = clock::now();
   std::vector<float> logits = m.forward(st, prompt);
   const double prefill_s = std::chrono::duration<double>(clock::now() - p0).count();
-  all_logits.insert(all_logits.end(), logits.begin(), logits.end());
+  if (keep_logits) all_logits.insert(all_logits.end(), logits.begin(), logits.end());
 
   std::vector<int32_t> generated;
   const auto d0 = clock::now();
@@ -82,7 +96,7 @@ int run_run(const RunArgs& a) {
     all_ids.push_back(next);
     const int32_t one[1] = {next};
     logits = m.forward(st, one);
-    all_logits.insert(all_logits.end(), logits.begin(), logits.end());
+    if (keep_logits) all_logits.insert(all_logits.end(), logits.begin(), logits.end());
   }
   const double decode_s = std::chrono::duration<double>(clock::now() - d0).count();
 
