@@ -113,6 +113,13 @@ TEST(ModelCheckpoint, ProblemsNameTheFileFieldOrTensor) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("layer 2"), std::string::npos) << e.what();
   }
+  // A file given where the checkpoint folder belongs.
+  try {
+    load_v4_checkpoint(d.path / "tiny" / "model.safetensors");
+    FAIL() << "no error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("model.safetensors: a file; a checkpoint is a folder"), std::string::npos) << e.what();
+  }
   // No config.json at all.
   fs::remove(d.path / "tiny" / "config.json");
   try {

@@ -61,6 +61,9 @@ HostTensor CheckpointWeights::tensor(const std::string& name) const {
 }
 
 LoadedCheckpoint load_v4_checkpoint(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(dir, ec))
+    throw std::invalid_argument(dir.string() + ": a file; a checkpoint is a folder holding config.json and its .safetensors files");
   LoadedCheckpoint lc;
   lc.config = load_v4_config(dir.string());
   const CheckpointWeights src(dir);
