@@ -388,9 +388,9 @@ TEST(CompressedTensors, ReciprocalGlobalScaleConvention) {
     EXPECT_THROW(ct_global_scale_to_modelopt(bad), std::invalid_argument) << bad;
 }
 
-// matrix_nonfinite_value: "" for matrices quantized from finite values; for each format the first
-// value that would make products non-finite, at its [row, column] or [row, block] position.
-TEST(MatrixNonfiniteValue, FindsTheFirstNanScaleOrWeightOfEachFormat) {
+// matrix_bad_value: "" for matrices quantized from finite values; for each format the first value
+// that would make outputs NaN or flip weights, at its [row, column] or [row, block] position.
+TEST(MatrixBadValue, FindsTheFirstNanOrNegativeScaleOrNanWeightOfEachFormat) {
   test::SeededRng r;
   std::normal_distribution<float> n(0.0f, 1.0f);
   std::vector<float> w(4 * 256);
@@ -398,27 +398,32 @@ TEST(MatrixNonfiniteValue, FindsTheFirstNanScaleOrWeightOfEachFormat) {
   Matrix nv = quantize_nvfp4_weight(w.data(), 4, 256), mx = quantize_mxfp4(w.data(), 4, 256);
   Matrix f8 = quantize_fp8_block(w.data(), 4, 256, ScaleKind::kF32), f8u = quantize_fp8_block(w.data(), 4, 256, ScaleKind::kUe8m0);
   Matrix bf = make_bf16_matrix(w.data(), 4, 256);
-  for (const Matrix* m : {&nv, &mx, &f8, &f8u, &bf}) EXPECT_EQ(matrix_nonfinite_value(m->view()), "") << to_string(m->format);
+  for (const Matrix* m : {&nv, &mx, &f8, &f8u, &bf}) EXPECT_EQ(matrix_bad_value(m->view()), "") << to_string(m->format);
+  const std::string nan = ": the outputs would be NaN", flip = ": the sign of its weights would flip";
 
   nv.scales[1 * 16 + 5] = 0x7F;  // row 1, block 5 (16 blocks per row)
   nv.scales[2 * 16] = 0xFF;      // a later one: the first is reported
-  EXPECT_EQ(matrix_nonfinite_value(nv.view()), "block scale [1, 5] is NaN (e4m3 0x7F)");
-  nv.scales[1 * 16 + 5] = 0x80;  // -0: a zero scale, not NaN
-  EXPECT_EQ(matrix_nonfinite_value(nv.view()), "block scale [2, 0] is NaN (e4m3 0xFF)");
+  EXPECT_EQ(matrix_bad_value(nv.view()), "block scale [1, 5] is NaN (e4m3 0x7F)" + nan);
+  nv.scales[1 * 16 + 5] = 0x80;  // -0: a zero scale
+  EXPECT_EQ(matrix_bad_value(nv.view()), "block scale [2, 0] is NaN (e4m3 0xFF)" + nan);
+  nv.scales[0 * 16 + 3] = 0xB8;  // -1
+  EXPECT_EQ(matrix_bad_value(nv.view()), "block scale [0, 3] is negative (e4m3 0xB8)" + flip);
   mx.scales[3 * 8 + 7] = 0xFF;
-  EXPECT_EQ(matrix_nonfinite_value(mx.view()), "block scale [3, 7] is NaN (ue8m0 0xFF)");
+  EXPECT_EQ(matrix_bad_value(mx.view()), "block scale [3, 7] is NaN (ue8m0 0xFF)" + nan);
   mx.scales[3 * 8 + 7] = 0xFE;  // 2^127: large, finite
-  EXPECT_EQ(matrix_nonfinite_value(mx.view()), "");
+  EXPECT_EQ(matrix_bad_value(mx.view()), "");
   f8.data[2 * 256 + 9] = 0xFF;
-  EXPECT_EQ(matrix_nonfinite_value(f8.view()), "weight [2, 9] is NaN (e4m3 0xFF)");
-  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(matrix_bad_value(f8.view()), "weight [2, 9] is NaN (e4m3 0xFF)" + nan);
   f8u.scales[1] = 0xFF;  // ue8m0 scales, one byte each: column block 1 of row block 0
-  EXPECT_EQ(matrix_nonfinite_value(f8u.view()), "block scale [0, 1] is NaN (ue8m0 0xFF)");
-  Matrix f8s = quantize_fp8_block(w.data(), 4, 256, ScaleKind::kF32);
+  EXPECT_EQ(matrix_bad_value(f8u.view()), "block scale [0, 1] is NaN (ue8m0 0xFF)" + nan);
+  Matrix f8s = quantize_fp8_block(w.data(), 4, 256, ScaleKind::kF32), f8n = f8s;
+  const float inf = std::numeric_limits<float>::infinity(), neg = -0.5f;
   std::memcpy(f8s.scales.data() + 4, &inf, 4);
-  EXPECT_EQ(matrix_nonfinite_value(f8s.view()), "block scale [0, 1] is not finite");
+  EXPECT_EQ(matrix_bad_value(f8s.view()), "block scale [0, 1] is not finite" + nan);
+  std::memcpy(f8n.scales.data(), &neg, 4);
+  EXPECT_EQ(matrix_bad_value(f8n.view()), "block scale [0, 0] is negative" + flip);
   bf.data[2 * (3 * 256 + 200) + 1] = 0x7F, bf.data[2 * (3 * 256 + 200)] = 0x80;  // bf16 0x7F80 = +inf
-  EXPECT_EQ(matrix_nonfinite_value(bf.view()), "weight [3, 200] is not finite (bf16 0x7F80)");
+  EXPECT_EQ(matrix_bad_value(bf.view()), "weight [3, 200] is not finite (bf16 0x7F80)" + nan);
 }
 
 }  // namespace

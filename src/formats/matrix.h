@@ -55,11 +55,13 @@ float matrix_row_global_scale(const MatrixView& w, int64_t row);
 // Throws std::invalid_argument naming what is wrong (shape not divisible by the block,
 // missing buffers, ranges not covering the rows in order, scale kind not valid for the format).
 void validate_matrix(const MatrixView& w);
-// The first stored value that makes products non-finite, described with its position ("" when
-// there is none): a NaN block scale (e4m3 0x7F / 0xFF, ue8m0 0xFF), a non-finite fp32 block
-// scale, a NaN e4m3 weight, a non-finite bf16 weight. One pass over the bytes; a loader calls it
-// once per matrix (validate_matrix, which the ops call, checks the structure only).
-std::string matrix_nonfinite_value(const MatrixView& w);
+// The first stored value that would make a layer's outputs wrong, with its position and the
+// consequence ("" when there is none): a NaN block scale (e4m3 0x7F / 0xFF, ue8m0 0xFF), a
+// non-finite fp32 block scale, a NaN e4m3 or non-finite bf16 weight (NaN outputs), a negative
+// block scale (quantizers write none; the sign of its weights would flip; -0 is a zero scale).
+// One pass over the bytes; a loader calls it once per matrix (validate_matrix, which the ops
+// call, checks the structure only).
+std::string matrix_bad_value(const MatrixView& w);
 
 struct Matrix {
   MatrixFormat format = MatrixFormat::kBF16;

@@ -119,7 +119,7 @@ void validate_matrix(const MatrixView& w) {
   }
 }
 
-std::string matrix_nonfinite_value(const MatrixView& w) {
+std::string matrix_bad_value(const MatrixView& w) {
   if (w.rows <= 0 || w.cols <= 0) return "";
   const int64_t data_bytes = matrix_data_bytes(w.format, w.rows, w.cols);
   const int64_t scale_bytes = matrix_scale_bytes(w.format, w.scale_kind, w.rows, w.cols);
@@ -134,29 +134,37 @@ std::string matrix_nonfinite_value(const MatrixView& w) {
     std::snprintf(b, sizeof b, "0x%0*X", digits, c);
     return std::string(b);
   };
+  const std::string nan_out = ": the outputs would be NaN", flip = ": the sign of its weights would flip";
   if (w.format == MatrixFormat::kBF16) {
     for (int64_t i = 0; i < data_bytes / 2; ++i) {
       const unsigned h = w.data[2 * i] | (unsigned{w.data[2 * i + 1]} << 8);
-      if ((h & 0x7F80u) == 0x7F80u) return "weight " + at(i, w.cols) + " is not finite (bf16 " + code(h, 4) + ")";
+      if ((h & 0x7F80u) == 0x7F80u) return "weight " + at(i, w.cols) + " is not finite (bf16 " + code(h, 4) + ")" + nan_out;
     }
     return "";
   }
   if (w.format == MatrixFormat::kFP8Block)
     for (int64_t i = 0; i < data_bytes; ++i)
-      if (e4m3_is_nan(w.data[i])) return "weight " + at(i, w.cols) + " is NaN (e4m3 " + code(w.data[i], 2) + ")";
+      if (e4m3_is_nan(w.data[i])) return "weight " + at(i, w.cols) + " is NaN (e4m3 " + code(w.data[i], 2) + ")" + nan_out;
   // Block scales, indexed [row, block] (FP8 block: [row block, column block]).
   if (w.scale_kind == ScaleKind::kF32) {
     for (int64_t i = 0; i < scale_bytes / 4; ++i) {
       float v;
       std::memcpy(&v, w.scales + 4 * i, 4);
-      if (!std::isfinite(v)) return "block scale " + at(i, scale_cols) + " is not finite";
+      if (!std::isfinite(v)) return "block scale " + at(i, scale_cols) + " is not finite" + nan_out;
+      if (v < 0.0f) return "block scale " + at(i, scale_cols) + " is negative" + flip;
     }
     return "";
   }
   for (int64_t i = 0; i < scale_bytes; ++i) {
     const uint8_t c = w.scales[i];
-    if (w.scale_kind == ScaleKind::kE4m3 ? e4m3_is_nan(c) : w.scale_kind == ScaleKind::kUe8m0 && c == 0xFFu)
-      return "block scale " + at(i, scale_cols) + " is NaN (" + to_string(w.scale_kind) + " " + code(c, 2) + ")";
+    const std::string what = "block scale " + at(i, scale_cols) + " is ";
+    const std::string enc = " (" + std::string(to_string(w.scale_kind)) + " " + code(c, 2) + ")";
+    if (w.scale_kind == ScaleKind::kE4m3) {
+      if (e4m3_is_nan(c)) return what + "NaN" + enc + nan_out;
+      if ((c & 0x80u) && c != 0x80u) return what + "negative" + enc + flip;  // 0x80 is -0: a zero scale
+    } else if (w.scale_kind == ScaleKind::kUe8m0 && c == 0xFFu) {
+      return what + "NaN" + enc + nan_out;
+    }
   }
   return "";
 }

@@ -56,10 +56,10 @@ class Loader {
                                   std::to_string(m.cols) + "], expected [" + std::to_string(rows) + ", " +
                                   std::to_string(cols) + "]");
     validate_matrix(m.view());
-    // A NaN scale or weight would turn every output of the layer into NaN: refuse it here.
-    if (const std::string bad = matrix_nonfinite_value(m.view()); !bad.empty())
-      throw std::invalid_argument("tensor " + n + " in " + src_.describe() + ": " + bad +
-                                  "; its outputs would be NaN (fp4moe doctor lists every finding)");
+    // A NaN scale or weight would make every output of the layer NaN, a negative scale flip
+    // weights: refuse them here, as the CUDA backend's repacking does.
+    if (const std::string bad = matrix_bad_value(m.view()); !bad.empty())
+      throw std::invalid_argument("tensor " + n + " in " + src_.describe() + ": " + bad + " (fp4moe doctor lists every finding)");
     return m;
   }
 
