@@ -389,7 +389,8 @@ TEST(CompressedTensors, ReciprocalGlobalScaleConvention) {
 }
 
 // matrix_bad_value: "" for matrices quantized from finite values; for each format the first value
-// that would make outputs NaN or flip weights, at its [row, column] or [row, block] position.
+// that would make outputs NaN or flip weights, at its [row, column] or [row, block] position
+// (classify_block_scale, which it shares with the doctor, is checked by the doctor's tests too).
 TEST(MatrixBadValue, FindsTheFirstNanOrNegativeScaleOrNanWeightOfEachFormat) {
   test::SeededRng r;
   std::normal_distribution<float> n(0.0f, 1.0f);
@@ -419,7 +420,7 @@ TEST(MatrixBadValue, FindsTheFirstNanOrNegativeScaleOrNanWeightOfEachFormat) {
   Matrix f8s = quantize_fp8_block(w.data(), 4, 256, ScaleKind::kF32), f8n = f8s;
   const float inf = std::numeric_limits<float>::infinity(), neg = -0.5f;
   std::memcpy(f8s.scales.data() + 4, &inf, 4);
-  EXPECT_EQ(matrix_bad_value(f8s.view()), "block scale [0, 1] is not finite" + nan);
+  EXPECT_EQ(matrix_bad_value(f8s.view()), "block scale [0, 1] is infinite" + nan);
   std::memcpy(f8n.scales.data(), &neg, 4);
   EXPECT_EQ(matrix_bad_value(f8n.view()), "block scale [0, 0] is negative" + flip);
   bf.data[2 * (3 * 256 + 200) + 1] = 0x7F, bf.data[2 * (3 * 256 + 200)] = 0x80;  // bf16 0x7F80 = +inf

@@ -55,6 +55,13 @@ float matrix_row_global_scale(const MatrixView& w, int64_t row);
 // Throws std::invalid_argument naming what is wrong (shape not divisible by the block,
 // missing buffers, ranges not covering the rows in order, scale kind not valid for the format).
 void validate_matrix(const MatrixView& w);
+// What one stored block scale is (p: its bytes, 4 for kF32), for the checks that refuse or report
+// them (the doctor, matrix_bad_value): -0 counts as zero; denormal: under the smallest normal
+// value of its kind (e4m3 2^-6, fp32 2^-126; ue8m0 has none, and no sign, zero or infinity).
+enum class BlockScaleClass : uint8_t { kNormal, kDenormal, kZero, kNegative, kInfinite, kNaN };
+BlockScaleClass classify_block_scale(ScaleKind kind, const uint8_t* p);
+int block_scale_bytes(ScaleKind kind);  // 4 for kF32, 1 for e4m3 and ue8m0, 0 for kNone
+
 // The first stored value that would make a layer's outputs wrong, with its position and the
 // consequence ("" when there is none): a NaN block scale (e4m3 0x7F / 0xFF, ue8m0 0xFF), a
 // non-finite fp32 block scale, a NaN e4m3 or non-finite bf16 weight (NaN outputs), a negative

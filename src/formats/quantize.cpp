@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -119,11 +120,33 @@ void validate_matrix(const MatrixView& w) {
   }
 }
 
+int block_scale_bytes(ScaleKind kind) { return kind == ScaleKind::kF32 ? 4 : kind == ScaleKind::kNone ? 0 : 1; }
+
+BlockScaleClass classify_block_scale(ScaleKind kind, const uint8_t* p) {
+  float v = 0.0f, min_normal = 0.0f;
+  switch (kind) {
+    case ScaleKind::kNone: return BlockScaleClass::kNormal;
+    case ScaleKind::kUe8m0: return p[0] == 0xFFu ? BlockScaleClass::kNaN : BlockScaleClass::kNormal;
+    case ScaleKind::kE4m3:
+      if (e4m3_is_nan(p[0])) return BlockScaleClass::kNaN;
+      v = e4m3_to_float(p[0]);
+      min_normal = 0.015625f;  // 2^-6
+      break;
+    case ScaleKind::kF32:
+      std::memcpy(&v, p, 4);
+      if (std::isnan(v)) return BlockScaleClass::kNaN;
+      if (std::isinf(v)) return BlockScaleClass::kInfinite;
+      min_normal = std::numeric_limits<float>::min();
+      break;
+  }
+  if (v < 0.0f) return BlockScaleClass::kNegative;
+  if (v == 0.0f) return BlockScaleClass::kZero;
+  return v < min_normal ? BlockScaleClass::kDenormal : BlockScaleClass::kNormal;
+}
+
 std::string matrix_bad_value(const MatrixView& w) {
   if (w.rows <= 0 || w.cols <= 0) return "";
   const int64_t data_bytes = matrix_data_bytes(w.format, w.rows, w.cols);
-  const int64_t scale_bytes = matrix_scale_bytes(w.format, w.scale_kind, w.rows, w.cols);
-  const int64_t scale_cols = matrix_scale_cols(w.format, w.cols);
   auto at = [](int64_t i, int64_t cols) {
     char b[48];
     std::snprintf(b, sizeof b, "[%lld, %lld]", static_cast<long long>(i / cols), static_cast<long long>(i % cols));
@@ -137,34 +160,27 @@ std::string matrix_bad_value(const MatrixView& w) {
   const std::string nan_out = ": the outputs would be NaN", flip = ": the sign of its weights would flip";
   if (w.format == MatrixFormat::kBF16) {
     for (int64_t i = 0; i < data_bytes / 2; ++i) {
-      const unsigned h = w.data[2 * i] | (unsigned{w.data[2 * i + 1]} << 8);
-      if ((h & 0x7F80u) == 0x7F80u) return "weight " + at(i, w.cols) + " is not finite (bf16 " + code(h, 4) + ")" + nan_out;
+      const uint16_t h = static_cast<uint16_t>(w.data[2 * i] | (w.data[2 * i + 1] << 8));
+      if (!f32_is_finite(bf16_to_float(h))) return "weight " + at(i, w.cols) + " is not finite (bf16 " + code(h, 4) + ")" + nan_out;
     }
     return "";
   }
   if (w.format == MatrixFormat::kFP8Block)
     for (int64_t i = 0; i < data_bytes; ++i)
       if (e4m3_is_nan(w.data[i])) return "weight " + at(i, w.cols) + " is NaN (e4m3 " + code(w.data[i], 2) + ")" + nan_out;
-  // Block scales, indexed [row, block] (FP8 block: [row block, column block]).
-  if (w.scale_kind == ScaleKind::kF32) {
-    for (int64_t i = 0; i < scale_bytes / 4; ++i) {
-      float v;
-      std::memcpy(&v, w.scales + 4 * i, 4);
-      if (!std::isfinite(v)) return "block scale " + at(i, scale_cols) + " is not finite" + nan_out;
-      if (v < 0.0f) return "block scale " + at(i, scale_cols) + " is negative" + flip;
-    }
-    return "";
-  }
-  for (int64_t i = 0; i < scale_bytes; ++i) {
-    const uint8_t c = w.scales[i];
+  // Block scales, indexed [row, block] (FP8 block: [row block, column block]). Zero and denormal
+  // scales are valid encodings (the doctor reports them); these three are not.
+  const int sb = block_scale_bytes(w.scale_kind);
+  const int64_t n = sb ? matrix_scale_bytes(w.format, w.scale_kind, w.rows, w.cols) / sb : 0;
+  const int64_t scale_cols = matrix_scale_cols(w.format, w.cols);
+  for (int64_t i = 0; i < n; ++i) {
+    const BlockScaleClass c = classify_block_scale(w.scale_kind, w.scales + i * sb);
+    if (c != BlockScaleClass::kNaN && c != BlockScaleClass::kInfinite && c != BlockScaleClass::kNegative) continue;
+    const std::string enc = sb == 1 ? " (" + std::string(to_string(w.scale_kind)) + " " + code(w.scales[i], 2) + ")" : "";
     const std::string what = "block scale " + at(i, scale_cols) + " is ";
-    const std::string enc = " (" + std::string(to_string(w.scale_kind)) + " " + code(c, 2) + ")";
-    if (w.scale_kind == ScaleKind::kE4m3) {
-      if (e4m3_is_nan(c)) return what + "NaN" + enc + nan_out;
-      if ((c & 0x80u) && c != 0x80u) return what + "negative" + enc + flip;  // 0x80 is -0: a zero scale
-    } else if (w.scale_kind == ScaleKind::kUe8m0 && c == 0xFFu) {
-      return what + "NaN" + enc + nan_out;
-    }
+    if (c == BlockScaleClass::kNaN) return what + "NaN" + enc + nan_out;
+    if (c == BlockScaleClass::kInfinite) return what + "infinite" + nan_out;
+    return what + "negative" + enc + flip;
   }
   return "";
 }

@@ -19,7 +19,6 @@ namespace {
 using io::TensorRef;
 
 constexpr float kMinNormalF32 = 1.17549435e-38f;
-constexpr float kMinNormalE4m3 = 0.015625f;  // 2^-6
 
 std::string fmt(double v) {
   char b[32];
@@ -70,31 +69,19 @@ class Doctor {
              std::to_string(c.first / cols) + ", " + std::to_string(c.first % cols) + "]";
     };
     Counts nan, neg, zero, denorm, inf;
-    if (l.scale_kind == ScaleKind::kE4m3) {
-      for (size_t i = 0; i < bytes.size(); ++i) {
-        const float v = e4m3_to_float(bytes[i]);
-        if (e4m3_is_nan(bytes[i])) nan.add(static_cast<int64_t>(i));
-        else if (v < 0.0f) neg.add(static_cast<int64_t>(i));
-        else if (v == 0.0f) zero.add(static_cast<int64_t>(i));
-        else if (v < kMinNormalE4m3) denorm.add(static_cast<int64_t>(i));
+    const int sb = block_scale_bytes(l.scale_kind);
+    const int64_t n = sb ? static_cast<int64_t>(bytes.size()) / sb : 0;
+    for (int64_t i = 0; i < n; ++i) {
+      switch (classify_block_scale(l.scale_kind, bytes.data() + i * sb)) {
+        case BlockScaleClass::kNaN: nan.add(i); break;
+        case BlockScaleClass::kInfinite: inf.add(i); break;
+        case BlockScaleClass::kNegative: neg.add(i); break;
+        case BlockScaleClass::kZero: zero.add(i); break;
+        case BlockScaleClass::kDenormal: denorm.add(i); break;
+        case BlockScaleClass::kNormal: break;
       }
-      r_.block_scales_checked += static_cast<int64_t>(bytes.size());
-    } else if (l.scale_kind == ScaleKind::kUe8m0) {
-      for (size_t i = 0; i < bytes.size(); ++i)
-        if (std::isnan(ue8m0_to_float(bytes[i]))) nan.add(static_cast<int64_t>(i));
-      r_.block_scales_checked += static_cast<int64_t>(bytes.size());
-    } else if (l.scale_kind == ScaleKind::kF32) {
-      for (size_t i = 0; i < bytes.size() / 4; ++i) {
-        float v;
-        std::memcpy(&v, bytes.data() + 4 * i, 4);
-        if (std::isnan(v)) nan.add(static_cast<int64_t>(i));
-        else if (std::isinf(v)) inf.add(static_cast<int64_t>(i));
-        else if (v < 0.0f) neg.add(static_cast<int64_t>(i));
-        else if (v == 0.0f) zero.add(static_cast<int64_t>(i));
-        else if (v < kMinNormalF32) denorm.add(static_cast<int64_t>(i));
-      }
-      r_.block_scales_checked += static_cast<int64_t>(bytes.size() / 4);
     }
+    r_.block_scales_checked += n;
     const char* kind = to_string(l.scale_kind);
     if (nan.n) add(Severity::kError, "block-scale-nan", s, where(nan, (std::string(kind) + " NaN").c_str()) + ": those blocks dequantize to NaN");
     if (inf.n) add(Severity::kError, "block-scale-inf", s, where(inf, "infinite"));
