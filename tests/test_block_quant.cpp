@@ -391,7 +391,7 @@ TEST(CompressedTensors, ReciprocalGlobalScaleConvention) {
 // matrix_bad_value: "" for matrices quantized from finite values; for each format the first value
 // that would make outputs NaN or flip weights, at its [row, column] or [row, block] position
 // (classify_block_scale, which it shares with the doctor, is checked by the doctor's tests too).
-TEST(MatrixBadValue, FindsTheFirstNanOrNegativeScaleOrNanWeightOfEachFormat) {
+TEST(MatrixBadValue, FindsTheFirstNanOrNegativeScaleNanWeightOrOverflowOfEachFormat) {
   test::SeededRng r;
   std::normal_distribution<float> n(0.0f, 1.0f);
   std::vector<float> w(4 * 256);
@@ -411,7 +411,15 @@ TEST(MatrixBadValue, FindsTheFirstNanOrNegativeScaleOrNanWeightOfEachFormat) {
   EXPECT_EQ(matrix_bad_value(nv.view()), "block scale [0, 3] is negative (e4m3 0xB8)" + flip);
   mx.scales[3 * 8 + 7] = 0xFF;
   EXPECT_EQ(matrix_bad_value(mx.view()), "block scale [3, 7] is NaN (ue8m0 0xFF)" + nan);
-  mx.scales[3 * 8 + 7] = 0xFE;  // 2^127: large, finite
+  // Finite scales whose weights overflow fp32: block [3, 7] holds columns 224..255 of row 3.
+  for (int c = 224; c < 256; c += 2) mx.data[static_cast<size_t>(3 * 128 + c / 2)] = 0x00;
+  mx.data[static_cast<size_t>(3 * 128 + 229 / 2)] = 0x50;  // column 229: code 3.0 (high nibble)
+  mx.scales[3 * 8 + 7] = 0xFD;                              // 2^126: 3 x 2^126 = 1.5 x 2^127 is finite
+  EXPECT_EQ(matrix_bad_value(mx.view()), "");
+  mx.scales[3 * 8 + 7] = 0xFE;  // 2^127: 3 x 2^127 is not
+  const std::string inf_out = ": the outputs would be infinite or NaN";
+  EXPECT_EQ(matrix_bad_value(mx.view()), "weight [3, 229] overflows fp32 (3 x block scale 1.70141e+38)" + inf_out);
+  mx.data[static_cast<size_t>(3 * 128 + 229 / 2)] = 0x00;  // the same scale on a zero block is harmless
   EXPECT_EQ(matrix_bad_value(mx.view()), "");
   f8.data[2 * 256 + 9] = 0xFF;
   EXPECT_EQ(matrix_bad_value(f8.view()), "weight [2, 9] is NaN (e4m3 0xFF)" + nan);
@@ -423,6 +431,14 @@ TEST(MatrixBadValue, FindsTheFirstNanOrNegativeScaleOrNanWeightOfEachFormat) {
   EXPECT_EQ(matrix_bad_value(f8s.view()), "block scale [0, 1] is infinite" + nan);
   std::memcpy(f8n.scales.data(), &neg, 4);
   EXPECT_EQ(matrix_bad_value(f8n.view()), "block scale [0, 0] is negative" + flip);
+  Matrix f8o = quantize_fp8_block(w.data(), 4, 256, ScaleKind::kF32);
+  const float huge = 1e36f;  // x 448 overflows fp32; the block's largest |weight| code decides
+  std::memcpy(f8o.scales.data() + 4, &huge, 4);  // column block 1: columns 128..255
+  for (int r = 0; r < 4; ++r)
+    for (int c = 128; c < 256; ++c) f8o.data[static_cast<size_t>(r * 256 + c)] = 0x30;  // 0.5: 5e35, finite
+  EXPECT_EQ(matrix_bad_value(f8o.view()), "");
+  f8o.data[2 * 256 + 140] = 0xFE;  // -448
+  EXPECT_EQ(matrix_bad_value(f8o.view()), "weight [2, 140] overflows fp32 (-448 x block scale 1e+36)" + inf_out);
   bf.data[2 * (3 * 256 + 200) + 1] = 0x7F, bf.data[2 * (3 * 256 + 200)] = 0x80;  // bf16 0x7F80 = +inf
   EXPECT_EQ(matrix_bad_value(bf.view()), "weight [3, 200] is not finite (bf16 0x7F80)" + nan);
 }

@@ -606,6 +606,8 @@ TEST(Doctor, Ue8m0AndFp32BlockScales) {
   Matrix mx = quantize_mxfp4(w.data(), 128, 64);
   Matrix f8 = quantize_fp8_block(w.data(), 256, 512, ScaleKind::kF32);  // 2 x 4 fp32 block scales
   mx.scales[7] = 0xFF;
+  mx.scales[9] = 0x00;   // 2^-127, row 4 block 1: outside what the CUDA kernels hold
+  mx.scales[12] = 0xFE;  // 2^127
   const float planted[] = {NAN, INFINITY, -1.0f, 0.0f, 1e-40f};
   for (int i = 0; i < 5; ++i) std::memcpy(f8.scales.data() + 4 * (i + 1), &planted[i], 4);
   io::write_safetensors(d.path() / "m.safetensors", {{{"a.weight", io::Dtype::kU8, {128, 32}}, mx.data},
@@ -616,6 +618,13 @@ TEST(Doctor, Ue8m0AndFp32BlockScales) {
   std::map<std::string, std::string> got;
   for (const auto& f : rep.findings) got[f.check + " " + f.tensor] = f.message;
   EXPECT_TRUE(got.count("block-scale-nan a.scale"));
+  EXPECT_NE(got["block-scale-range a.scale"].find("2 ue8m0 block scales, first at [4, 1] (2^-127) outside 2^-63..2^63"), std::string::npos)
+      << got["block-scale-range a.scale"];
+  for (const auto& f : rep.findings) {
+    if (f.check == "block-scale-range") {
+      EXPECT_EQ(f.severity, weights::Severity::kWarning);
+    }
+  }
   EXPECT_NE(got["block-scale-nan b.weight_scale_inv"].find("first at [0, 1]"), std::string::npos) << got["block-scale-nan b.weight_scale_inv"];
   EXPECT_NE(got["block-scale-inf b.weight_scale_inv"].find("first at [0, 2]"), std::string::npos);
   EXPECT_NE(got["block-scale-negative b.weight_scale_inv"].find("first at [0, 3]"), std::string::npos);

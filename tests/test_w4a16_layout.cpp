@@ -4,7 +4,8 @@
 //   - every bit of the code area belongs to one code, and the kernels' dequantization of a code
 //     word gives each code's value times 2^-126 exactly, in the register the mma fragment wants
 //   - the e4m3 -> e5m3 scale preprocessing is exact for every non-negative e4m3 code
-//   - inputs the layout cannot hold exactly are rejected with the row and block
+//   - inputs the layout cannot hold exactly are rejected with the row and block; MXFP4 blocks of
+//     +-0 codes take any non-NaN scale
 //   - the heuristic's choices stay inside the closed list of instantiations
 #include <gtest/gtest.h>
 
@@ -13,6 +14,7 @@
 #include <random>
 
 #include "formats/quantize.h"
+#include "ops/cpu/linear_ref.h"
 #include "ops/cuda/w4a16_config.h"
 #include "ops/cuda/w4a16_layout.h"
 #include "util/test_util.h"
@@ -144,14 +146,21 @@ TEST(W4Layout, E5m3ScaleIsExactForEveryNonNegativeE4m3) {
   }
 }
 
-TEST(W4Layout, ZeroScaleBlocksComeBackWithZeroCodes) {
+// A constant FP4 matrix: every code byte code_byte, every block scale scale.
+Matrix constant_fp4(MatrixFormat f, int64_t rows, int64_t cols, uint8_t code_byte, uint8_t scale) {
+  const bool nv = f == MatrixFormat::kNVFP4;
   Matrix m;
-  m.format = MatrixFormat::kNVFP4;
-  m.scale_kind = ScaleKind::kE4m3;
-  m.rows = 16;
-  m.cols = 32;
-  m.data.assign(16 * 16, 0x77);
-  m.scales.assign(16 * 2, 0x38);  // 1.0
+  m.format = f;
+  m.scale_kind = nv ? ScaleKind::kE4m3 : ScaleKind::kUe8m0;
+  m.rows = rows;
+  m.cols = cols;
+  m.data.assign(static_cast<size_t>(rows * cols / 2), code_byte);
+  m.scales.assign(static_cast<size_t>(rows * (cols / (nv ? kNvfp4Block : kMxfp4Block))), scale);
+  return m;
+}
+
+TEST(W4Layout, ZeroScaleBlocksComeBackWithZeroCodes) {
+  Matrix m = constant_fp4(MatrixFormat::kNVFP4, 16, 32, 0x77, 0x38);  // scales 1.0
   m.scales[5] = 0x00;             // row 2, block 1
   const Matrix back = unrepack_w4(repack_w4(m.view()));
   for (int64_t k = 16; k < 32; k += 2) EXPECT_EQ(back.data[static_cast<size_t>(2 * 16 + k / 2)], 0) << k;
@@ -160,13 +169,7 @@ TEST(W4Layout, ZeroScaleBlocksComeBackWithZeroCodes) {
 }
 
 TEST(W4Layout, RejectsScalesTheKernelsCannotHoldExactly) {
-  Matrix m;
-  m.format = MatrixFormat::kNVFP4;
-  m.scale_kind = ScaleKind::kE4m3;
-  m.rows = 3;
-  m.cols = 32;
-  m.data.assign(3 * 16, 0x11);
-  m.scales.assign(3 * 2, 0x38);
+  Matrix m = constant_fp4(MatrixFormat::kNVFP4, 3, 32, 0x11, 0x38);
   m.scales[3] = 0x7F;  // NaN
   try {
     repack_w4(m.view());
@@ -177,17 +180,41 @@ TEST(W4Layout, RejectsScalesTheKernelsCannotHoldExactly) {
   m.scales[3] = 0xB8;  // -1.0
   EXPECT_THROW(repack_w4(m.view()), std::invalid_argument);
 
-  Matrix x;
-  x.format = MatrixFormat::kMXFP4;
-  x.scale_kind = ScaleKind::kUe8m0;
-  x.rows = 2;
-  x.cols = 64;
-  x.data.assign(2 * 32, 0x22);
-  x.scales.assign(2 * 2, 127);
+  Matrix x = constant_fp4(MatrixFormat::kMXFP4, 2, 64, 0x22, 127);
   x.scales[1] = 200;  // 2^73
   EXPECT_THROW(repack_w4(x.view()), std::invalid_argument);
   x.scales[1] = cuda::kMxScaleMax;
   EXPECT_NO_THROW(repack_w4(x.view()));
+  x.scales[1] = kUe8m0NaN;
+  EXPECT_THROW(repack_w4(x.view()), std::invalid_argument);
+}
+
+// A block of +-0 codes is +-0 whatever its (non-NaN) scale: quantizers give an all-zero block
+// the smallest ue8m0 code (2^-127), far outside what the kernels hold. Such blocks are taken,
+// each value keeps its sign (codes 0x0 and 0x8), and the dequantized matrix is unchanged; a
+// block with one nonzero code and the same scale is still refused.
+TEST(W4Layout, Mxfp4ZeroBlocksTakeAnyScale) {
+  Matrix x = constant_fp4(MatrixFormat::kMXFP4, 2, 128, 0x21, 127);
+  const uint8_t codes[4] = {0, 1, 200, 254};
+  for (int b = 0; b < 4; ++b) {  // row 1, block b: +-0 codes, scale code codes[b]
+    x.scales[static_cast<size_t>(4 + b)] = codes[b];
+    for (int i = 0; i < 16; ++i) x.data[static_cast<size_t>(64 + b * 16 + i)] = i % 3 == 0 ? 0x88 : i % 3 == 1 ? 0x08 : 0x00;
+  }
+  Matrix back;
+  ASSERT_NO_THROW(back = unrepack_w4(repack_w4(x.view())));
+  std::vector<float> want(2 * 128), got(2 * 128);
+  cpu::dequantize(x.view(), want.data());
+  cpu::dequantize(back.view(), got.data());
+  for (size_t i = 0; i < want.size(); ++i)
+    ASSERT_EQ(f32_bits(got[i]), f32_bits(want[i])) << "element " << i;  // -0 stays -0
+  EXPECT_EQ(back.data, x.data);
+  x.data[64 + 16 + 3] = 0x10;  // row 1, block 1 (scale 2^-126): one code 0.5
+  try {
+    repack_w4(x.view());
+    FAIL() << "a nonzero block with scale 2^-126 accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("row 1 block 1"), std::string::npos) << e.what();
+  }
 }
 
 TEST(W4Config, HeuristicStaysInTheInstantiatedList) {

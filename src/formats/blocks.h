@@ -30,6 +30,10 @@ inline constexpr int kMxfp4Block = 32;
 inline constexpr int kFp8BlockRows = 128;
 inline constexpr int kFp8BlockCols = 128;
 inline constexpr float kNvfp4GlobalMax = 6.0f * 448.0f;  // 2688: amax that maps to (e4m3 max) x (e2m1 max)
+// The MXFP4 block scales the CUDA kernels hold exactly: ue8m0 codes 64..190 (2^-63..2^63;
+// ops/cuda/w4a16_layout.h derives the same bounds from its bf16 scale encoding). A block
+// outside them is refused there unless all its codes are zero.
+inline constexpr int kMxfp4KernelScaleMin = 64, kMxfp4KernelScaleMax = 190;
 
 static_assert(kNvfp4Block % 2 == 0 && kMxfp4Block % 2 == 0, "FP4 blocks pack two codes per byte");
 static_assert(kNvfp4Block / 2 == 8 && kMxfp4Block / 2 == 16, "an NVFP4 block is 8 code bytes + 1 e4m3 scale, MXFP4 16 + 1 ue8m0");

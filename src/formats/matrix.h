@@ -65,7 +65,8 @@ int block_scale_bytes(ScaleKind kind);  // 4 for kF32, 1 for e4m3 and ue8m0, 0 f
 // The first stored value that would make a layer's outputs wrong, with its position and the
 // consequence ("" when there is none): a NaN block scale (e4m3 0x7F / 0xFF, ue8m0 0xFF), a
 // non-finite fp32 block scale, a NaN e4m3 or non-finite bf16 weight (NaN outputs), a negative
-// block scale (quantizers write none; the sign of its weights would flip; -0 is a zero scale).
+// block scale (quantizers write none; the sign of its weights would flip; -0 is a zero scale),
+// an MXFP4 or FP8-block weight whose code x block scale overflows fp32 (ue8m0 2^126 x 4, say).
 // One pass over the bytes; a loader calls it once per matrix (validate_matrix, which the ops
 // call, checks the structure only).
 std::string matrix_bad_value(const MatrixView& w);

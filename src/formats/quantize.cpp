@@ -182,6 +182,33 @@ std::string matrix_bad_value(const MatrixView& w) {
     if (c == BlockScaleClass::kInfinite) return what + "infinite" + nan_out;
     return what + "negative" + enc + flip;
   }
+  // A finite scale so large that code x scale overflows fp32 (MXFP4: ue8m0 2^126 and 2^127; FP8
+  // blocks: scales above FLT_MAX / 448): the block's weights are read only for such scales.
+  if (w.format != MatrixFormat::kMXFP4 && w.format != MatrixFormat::kFP8Block) return "";
+  const bool mx = w.format == MatrixFormat::kMXFP4;
+  const double max_code = mx ? 6.0 : 448.0, limit = std::numeric_limits<float>::max();
+  for (int64_t i = 0; i < n; ++i) {
+    const float s = w.scale_kind == ScaleKind::kUe8m0 ? ue8m0_to_float(w.scales[i]) : [&] {
+      float v;
+      std::memcpy(&v, w.scales + i * sb, 4);
+      return v;
+    }();
+    if (!(static_cast<double>(s) * max_code > limit)) continue;
+    const int64_t br = i / scale_cols, bc = i % scale_cols;
+    const int64_t r0 = mx ? br : br * kFp8BlockRows, r1 = mx ? br + 1 : std::min(w.rows, r0 + kFp8BlockRows);
+    const int64_t c0 = bc * (mx ? kMxfp4Block : kFp8BlockCols), c1 = std::min(w.cols, c0 + (mx ? kMxfp4Block : kFp8BlockCols));
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t e = r * w.cols + c;
+        const float v = mx ? e2m1_to_float(c % 2 ? e2m1_unpack_hi(w.data[e / 2]) : e2m1_unpack_lo(w.data[e / 2]))
+                           : e4m3_to_float(w.data[e]);
+        if (std::fabs(static_cast<double>(v) * s) > limit) {
+          char b[96];
+          std::snprintf(b, sizeof b, " overflows fp32 (%g x block scale %g)", static_cast<double>(v), static_cast<double>(s));
+          return "weight " + at(e, w.cols) + b + ": the outputs would be infinite or NaN";
+        }
+      }
+  }
   return "";
 }
 

@@ -68,10 +68,12 @@ class Doctor {
       return std::to_string(c.n) + " " + what + " block scale" + (c.n == 1 ? "" : "s") + ", first at [" +
              std::to_string(c.first / cols) + ", " + std::to_string(c.first % cols) + "]";
     };
-    Counts nan, neg, zero, denorm, inf;
+    Counts nan, neg, zero, denorm, inf, range;
     const int sb = block_scale_bytes(l.scale_kind);
     const int64_t n = sb ? static_cast<int64_t>(bytes.size()) / sb : 0;
+    const bool mx = l.format == MatrixFormat::kMXFP4 && l.scale_kind == ScaleKind::kUe8m0;
     for (int64_t i = 0; i < n; ++i) {
+      if (mx && bytes[i] != kUe8m0NaN && (bytes[i] < kMxfp4KernelScaleMin || bytes[i] > kMxfp4KernelScaleMax)) range.add(i);
       switch (classify_block_scale(l.scale_kind, bytes.data() + i * sb)) {
         case BlockScaleClass::kNaN: nan.add(i); break;
         case BlockScaleClass::kInfinite: inf.add(i); break;
@@ -89,6 +91,11 @@ class Doctor {
     if (zero.n) add(Severity::kError, "block-scale-zero", s, where(zero, "zero") + ": those blocks dequantize to 0");
     if (denorm.n)
       add(Severity::kWarning, "block-scale-denormal", s, where(denorm, "denormal") + ": they keep fewer mantissa bits");
+    if (range.n)
+      add(Severity::kWarning, "block-scale-range", s,
+          where(range, "ue8m0") + " (2^" + std::to_string(static_cast<int>(bytes[range.first]) - 127) +
+              ") outside 2^-63..2^63: the CUDA kernels refuse such a block unless all its codes are zero, and from 2^126 its "
+              "larger codes overflow fp32");
   }
 
   void check_fp8_weight(const LinearTensors& l) {

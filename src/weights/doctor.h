@@ -5,7 +5,10 @@
 //                     or with a reciprocal that is not a finite normal number
 //   block-scale-*     e4m3 block scales: NaN codes (S.1111.111), negative, zero; denormal ones
 //                     are a warning (fewer mantissa bits); ue8m0 NaN codes (0xFF); fp32 FP8-block
-//                     scales that are NaN, Inf, zero, negative or denormal
+//                     scales that are NaN, Inf, zero, negative or denormal; MXFP4 ue8m0 scales
+//                     outside 2^-63..2^63 are a warning (block-scale-range: the CUDA kernels
+//                     refuse such a block unless its codes are all zero; 2^126 and up overflow
+//                     fp32 on codes >= 4 and >= 2, which `run` refuses at load)
 //   weight-nan        e4m3 NaN codes in FP8 weights (with scan_fp8_weights: it reads them all)
 //   input-scale       NaN/Inf/zero/negative/denormal, 1/input_scale overflowing fp32 (error), or so
 //                     small that activations of a typical magnitude saturate (warning)

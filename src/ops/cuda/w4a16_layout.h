@@ -37,7 +37,9 @@
 //          scale; its block's codes are stored as zeros (dequantized value unchanged).
 //          Negative or NaN scales are rejected (a checkpoint `doctor` would refuse).
 //   MXFP4: ue8m0 kept; S' bits = (b << 7) + (64 << 7), exact for codes 64..190 (scales
-//          2^-63 .. 2^63); codes outside are rejected with the row and block.
+//          2^-63 .. 2^63); codes outside are rejected with the row and block, unless the
+//          block's codes are all +-0 (then its scale is stored as 2^0: the same +-0 values).
+//          The NaN code 0xFF is rejected.
 // Rows are padded to 16 and k to 64 with zero codes; the kernels never write padded rows
 // and read activations only below K.
 #pragma once
@@ -135,6 +137,7 @@ inline uint8_t nvfp4_scale_from_e5m3(uint8_t c) {
 }
 inline constexpr int kMxScaleMin = 128 - kBf16ExpOffset;  // 64: code * 2^(sc-127) * 2^-62 stays normal
 inline constexpr int kMxScaleMax = 254 - kBf16ExpOffset;  // 190: S' stays below bf16's max exponent
+static_assert(kMxScaleMin == kMxfp4KernelScaleMin && kMxScaleMax == kMxfp4KernelScaleMax, "the doctor's bounds (formats/blocks.h)");
 
 // ---- where element (row, k) lives ---------------------------------------------------------
 struct CodeSlot {
@@ -214,10 +217,19 @@ inline W4Layout repack_w4(const MatrixView& w) {
         stored = nvfp4_scale_to_e5m3(s);
         zero_block = stored == 0;
       } else {
-        if (s < kMxScaleMin || s > kMxScaleMax)
-          throw std::invalid_argument("repack_w4: ue8m0 scale code " + std::to_string(s) + " at " + where(n, b) +
-                                      " is outside 2^-63..2^63, which the bf16 kernels cannot hold exactly");
+        if (s == kUe8m0NaN) throw std::invalid_argument("repack_w4: NaN scale (ue8m0 0xFF) at " + where(n, b));
         stored = s;
+        if (s < kMxScaleMin || s > kMxScaleMax) {
+          // A block whose codes are all +-0 is +-0 whatever its scale (quantizers give an all-zero
+          // block the smallest code, 2^-127): it keeps its codes and gets the scale 2^0.
+          bool zero_codes = true;
+          for (int64_t k = b * block; k < (b + 1) * block && zero_codes; k += 2)
+            zero_codes = (w.data[n * (w.cols / 2) + k / 2] & 0x77u) == 0;
+          if (!zero_codes)
+            throw std::invalid_argument("repack_w4: ue8m0 scale code " + std::to_string(s) + " at " + where(n, b) +
+                                        " is outside 2^-63..2^63, which the bf16 kernels cannot hold exactly");
+          stored = 127;
+        }
       }
       L.scales[static_cast<size_t>(w4_scale_slot(L, n, b))] = stored;
       for (int64_t k = b * block; k < (b + 1) * block; ++k) {
