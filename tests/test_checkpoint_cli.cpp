@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -116,7 +117,7 @@ TEST_F(CheckpointCli, QuantizeInspectDoctor) {
 // run --logits-out: the file holds "ids" (prompt + generated) and "logits" [P + N, vocab] whose
 // rows' argmax are the generated ids (greedy); a --logits-out folder that does not exist is
 // refused before the generation, not after it.
-TEST_F(CheckpointCli, RunWritesLogitsAndRefusesAMissingFolderFirst) {
+TEST_F(CheckpointCli, RunWritesLogitsAndRefusesAMissingOrUnwritableFolderFirst) {
   test::SeededRng r;
   test::TempDir d;
   const fs::path ck = d.path() / "ck", lo = d.path() / "logits.safetensors";
@@ -148,6 +149,22 @@ TEST_F(CheckpointCli, RunWritesLogitsAndRefusesAMissingFolderFirst) {
   EXPECT_EQ(bad.code, 2);
   EXPECT_TRUE(has(bad.err, "does not exist")) << bad.err;
   EXPECT_FALSE(has(bad.out, "generated")) << bad.out;
+
+  // A folder where no file can be created: read-only for a user; /proc also for root.
+  fs::path ro = d.path() / "ro";
+  fs::create_directory(ro);
+  fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec);
+  if (geteuid() == 0) ro = "/proc";
+  const CliRun unw = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 1 --max-new-tokens 2 --logits-out " +
+                                       (ro / "x.safetensors").string());
+  fs::permissions(d.path() / "ro", fs::perms::owner_all);
+  EXPECT_EQ(unw.code, 2);
+  EXPECT_TRUE(has(unw.err, "cannot be written")) << unw.err;
+  EXPECT_FALSE(has(unw.out, "generated")) << unw.out;
+  // An existing file passes the probe and is overwritten by the run.
+  const CliRun again = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 2,7 --max-new-tokens 1 --logits-out " + lo.string());
+  ASSERT_EQ(again.code, 0) << again.out << again.err;
+  EXPECT_EQ(io::Checkpoint::open(lo).at("logits").info->shape[0], 3);
 }
 
 TEST_F(CheckpointCli, UnreadableInputExitsTwoNamingTheFile) {

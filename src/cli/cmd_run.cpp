@@ -7,6 +7,7 @@
 // logits after token i of prompt + generated (every generated token is fed back, the last
 // one too), and "ids" I64 [P + N], the tokens those rows were computed on.
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -53,7 +54,9 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 
 int32_t argmax(const float* v, int64_t n) { return static_cast<int32_t>(std::max_element(v, v + n) - v); }
 
-// --logits-out is written after the generation: a folder that does not exist is refused before it.
+// --logits-out is written after the generation: a folder that does not exist, or a file that
+// cannot be written there, is refused before it. The probe opens the file for appending (an
+// existing file keeps its bytes) and removes it again if it did not exist.
 void check_logits_out(const std::string& path) {
   if (path.empty()) return;
   namespace fs = std::filesystem;
@@ -62,6 +65,11 @@ void check_logits_out(const std::string& path) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw std::invalid_argument("--logits-out " + path + ": folder " + dir.string() + " does not exist");
   if (fs::is_directory(p, ec)) throw std::invalid_argument("--logits-out " + path + ": is a folder, not a file name");
+  const bool existed = fs::exists(p, ec);
+  std::FILE* f = std::fopen(path.c_str(), "ab");
+  if (!f) throw std::invalid_argument("--logits-out " + path + ": cannot be written (" + std::strerror(errno) + ")");
+  std::fclose(f);
+  if (!existed) fs::remove(p, ec);
 }
 
 int run_run(const RunArgs& a) {
