@@ -167,6 +167,24 @@ TEST_F(CheckpointCli, RunWritesLogitsAndRefusesAMissingOrUnwritableFolderFirst) 
   EXPECT_EQ(io::Checkpoint::open(lo).at("logits").info->shape[0], 3);
 }
 
+// A context of 16 positions (max_position_embeddings): 4 prompt tokens + 12 new ones run, 13 are
+// refused before any generation.
+TEST_F(CheckpointCli, RunRefusesMorePositionsThanTheContext) {
+  test::SeededRng r;
+  test::TempDir d;
+  const fs::path ck = d.path() / "ck";
+  test::write_tiny_v4(ck, r.rng);
+  nlohmann::json cfg = test::tiny_v4_config();
+  cfg["max_position_embeddings"] = 16;
+  test::write_text(ck / "config.json", cfg.dump(2));
+  const CliRun ok = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 1,2,3,4 --max-new-tokens 12");
+  EXPECT_EQ(ok.code, 0) << ok.out << ok.err;
+  const CliRun g = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 1,2,3,4 --max-new-tokens 13");
+  EXPECT_EQ(g.code, 2);
+  EXPECT_TRUE(has(g.err, "4 prompt tokens + 13 new ones = 17 positions, past the model's context of 16")) << g.err;
+  EXPECT_FALSE(has(g.out, "generated")) << g.out;
+}
+
 TEST_F(CheckpointCli, UnreadableInputExitsTwoNamingTheFile) {
   test::SeededRng r;
   test::TempDir d;
