@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The benchmarks' command-line errors: every malformed or out-of-range number, an unknown model
 # and an unknown flag end in one line on stderr that names the flag, and exit 2, before any GPU
-# work (so this runs on machines without one). Usage: bench_flags.sh BENCH_MOE BENCH_LINEAR
+# work (so this runs on machines without one). Usage: bench_flags.sh BENCH_MOE BENCH_LINEAR BENCH_STREAMS
 set -u
-moe=$1 linear=$2
+moe=$1 linear=$2 streams=$3
 fails=0
 expect() {  # expect BINARY TEXT-ON-STDERR ARGS...
   local bin=$1 want=$2
@@ -33,5 +33,10 @@ expect "$moe" "--models takes a comma-separated list of flash and pro, got 'flas
 expect "$moe" "usage: bench_moe" --no-such-flag
 expect "$linear" "--m takes an integer in 1..1048576, got '4k'" --m 1,4k
 expect "$linear" "usage: bench_linear" --no-such-flag
+expect "$streams" "--depth takes 1, 2, 4 or 8, got '3'" --depth 2,3
+expect "$streams" "--mb takes an integer in 1..4096, got '0'" --mb 0
+expect "$streams" "--streams takes an integer in 1..1048576, got 'x'" --streams 132,x
+expect "$streams" "usage: bench_streams" --no-such-flag
+expect "$streams" "usage: bench_streams" --mb
 [ "$fails" = 0 ] || { echo "$fails case(s) failed"; exit 1; }
 echo "all cases passed"
