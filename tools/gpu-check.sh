@@ -19,7 +19,7 @@
 #      FP4MOE_DEPS (a prefix holding gtest/nlohmann-json/CLI11 when the system lacks them;
 #      default ./.deps/usr if present).
 # Output files: summary.txt, build.log, tests.log, sanitizer.log, parity_v4.txt, parity_v4.json, bench.md, bench.json,
-#   bench_moe.md, bench_moe.json, sass.txt, main_gpu.txt
+#   bench_moe.md, bench_moe.json, bench_streams.md, sass.txt, main_gpu.txt
 # Exit status: 0 when the build, the tests, both sanitizer passes and the parity run are clean.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -140,6 +140,15 @@ if [ "${FP4MOE_SKIP_BENCH:-0}" != 1 ] && [ -x "$build/bench/bench_moe" ]; then
     note "bench_moe: ok"
   else
     note "bench_moe: FAILED"
+    status=1
+  fi
+fi
+# The read pattern of the one-token kernel against one sweep of the same bytes (a few seconds).
+if [ "${FP4MOE_SKIP_BENCH:-0}" != 1 ] && [ -x "$build/bench/bench_streams" ]; then
+  if timeout 120 "$build/bench/bench_streams" >"$out/bench_streams.md" 2>>"$out/build.log"; then
+    note "bench_streams: ok ($(head -1 "$out/bench_streams.md"))"
+  else
+    note "bench_streams: FAILED"
     status=1
   fi
 fi
