@@ -189,7 +189,7 @@ TEST(W4Layout, RejectsScalesTheKernelsCannotHoldExactly) {
   EXPECT_THROW(repack_w4(x.view()), std::invalid_argument);
 }
 
-// A block of +-0 codes is +-0 whatever its (non-NaN) scale: quantizers give an all-zero block
+// A block of +-0 codes is +-0 whatever its (non-NaN) scale: the OCP MX recipe gives an all-zero block
 // the smallest ue8m0 code (2^-127), far outside what the kernels hold. Such blocks are taken,
 // each value keeps its sign (codes 0x0 and 0x8), and the dequantized matrix is unchanged; a
 // block with one nonzero code and the same scale is still refused.

@@ -137,7 +137,8 @@ inline uint8_t nvfp4_scale_from_e5m3(uint8_t c) {
 }
 inline constexpr int kMxScaleMin = 128 - kBf16ExpOffset;  // 64: code * 2^(sc-127) * 2^-62 stays normal
 inline constexpr int kMxScaleMax = 254 - kBf16ExpOffset;  // 190: S' stays below bf16's max exponent
-static_assert(kMxScaleMin == kMxfp4KernelScaleMin && kMxScaleMax == kMxfp4KernelScaleMax, "the doctor's bounds (formats/blocks.h)");
+static_assert(kMxScaleMin == kMxfp4KernelScaleMin && kMxScaleMax == kMxfp4KernelScaleMax,
+              "the doctor's bounds (formats/blocks.h)");
 
 // ---- where element (row, k) lives ---------------------------------------------------------
 struct CodeSlot {
@@ -220,7 +221,7 @@ inline W4Layout repack_w4(const MatrixView& w) {
         if (s == kUe8m0NaN) throw std::invalid_argument("repack_w4: NaN scale (ue8m0 0xFF) at " + where(n, b));
         stored = s;
         if (s < kMxScaleMin || s > kMxScaleMax) {
-          // A block whose codes are all +-0 is +-0 whatever its scale (quantizers give an all-zero
+          // A block whose codes are all +-0 is +-0 whatever its scale (the OCP MX recipe gives an all-zero
           // block the smallest code, 2^-127): it keeps its codes and gets the scale 2^0.
           bool zero_codes = true;
           for (int64_t k = b * block; k < (b + 1) * block && zero_codes; k += 2)
