@@ -15,6 +15,7 @@
 #include "formats/blocks.h"
 #include "formats/codecs.h"
 #include "formats/quantize.h"
+#include "ops/cpu/linear_ref.h"
 #include "util/test_util.h"
 
 namespace fp4moe {
@@ -417,7 +418,7 @@ TEST(MatrixBadValue, FindsTheFirstNanOrNegativeScaleNanWeightOrOverflowOfEachFor
   mx.scales[3 * 8 + 7] = 0xFD;                              // 2^126: 3 x 2^126 = 1.5 x 2^127 is finite
   EXPECT_EQ(matrix_bad_value(mx.view()), "");
   mx.scales[3 * 8 + 7] = 0xFE;  // 2^127: 3 x 2^127 is not
-  const std::string inf_out = ": the outputs would be infinite or NaN";
+  const std::string inf_out = ": not a representable weight, the outputs would overflow";
   EXPECT_EQ(matrix_bad_value(mx.view()), "weight [3, 229] overflows fp32 (3 x block scale 1.70141e+38)" + inf_out);
   mx.data[static_cast<size_t>(3 * 128 + 229 / 2)] = 0x00;  // the same scale on a zero block is harmless
   EXPECT_EQ(matrix_bad_value(mx.view()), "");
@@ -431,6 +432,22 @@ TEST(MatrixBadValue, FindsTheFirstNanOrNegativeScaleNanWeightOrOverflowOfEachFor
   EXPECT_EQ(matrix_bad_value(f8s.view()), "block scale [0, 1] is infinite" + nan);
   std::memcpy(f8n.scales.data(), &neg, 4);
   EXPECT_EQ(matrix_bad_value(f8n.view()), "block scale [0, 0] is negative" + flip);
+  // NVFP4: the global scale multiplies every weight of its range; the largest (code 6 x e4m3
+  // 448, where the quantizer put the amax) overflows from ~1.3e35 on.
+  Matrix nvo = quantize_nvfp4_weight(w.data(), 4, 256);
+  ASSERT_EQ(nvo.ranges.size(), 1u);
+  nvo.ranges[0].global_scale = 1e30f;
+  EXPECT_EQ(matrix_bad_value(nvo.view()), "");
+  nvo.ranges[0].global_scale = 2e35f;
+  // The reported weight is the first that the CPU dequantization (global scale applied) makes infinite.
+  std::vector<float> deq(4 * 256);
+  cpu::dequantize(nvo.view(), deq.data());
+  const int64_t first = std::find_if(deq.begin(), deq.end(), [](float v) { return !std::isfinite(v); }) - deq.begin();
+  ASSERT_LT(first, 4 * 256);
+  const std::string nvmsg = matrix_bad_value(nvo.view());
+  const std::string pos = "weight [" + std::to_string(first / 256) + ", " + std::to_string(first % 256) + "] overflows fp32 (";
+  EXPECT_EQ(nvmsg.rfind(pos, 0), 0u) << nvmsg << " (wanted " << pos << ")";
+  EXPECT_NE(nvmsg.find(" x global scale 2e+35)" + inf_out), std::string::npos) << nvmsg;
   Matrix f8o = quantize_fp8_block(w.data(), 4, 256, ScaleKind::kF32);
   const float huge = 1e36f;  // x 448 overflows fp32; the block's largest |weight| code decides
   std::memcpy(f8o.scales.data() + 4, &huge, 4);  // column block 1: columns 128..255

@@ -520,7 +520,7 @@ TEST(Doctor, EveryFindingFromAPlantedFault) {
   const std::string m = "model.layers.1.ffn.experts.2.w1";
   using weights::Severity;
 
-  for (float bad : {NAN, INFINITY, 0.0f, -0.01f, 1e-39f}) {
+  for (float bad : {NAN, INFINITY, 0.0f, -0.01f, 1e-39f, 2e35f}) {  // 2e35: 6 x 448 x 2e35 overflows fp32
     const auto rep = run([&](auto& t) { set_f32(named(t, m + ".weight_scale_2"), bad); });
     SCOPED_TRACE(bad);
     expect_finding(rep, "global-scale", m + ".weight_scale_2");

@@ -182,32 +182,48 @@ std::string matrix_bad_value(const MatrixView& w) {
     if (c == BlockScaleClass::kInfinite) return what + "infinite" + nan_out;
     return what + "negative" + enc + flip;
   }
-  // A finite scale so large that code x scale overflows fp32 (MXFP4: ue8m0 2^126 and 2^127; FP8
-  // blocks: scales above FLT_MAX / 448): the block's weights are read only for such scales.
-  if (w.format != MatrixFormat::kMXFP4 && w.format != MatrixFormat::kFP8Block) return "";
-  const bool mx = w.format == MatrixFormat::kMXFP4;
-  const double max_code = mx ? 6.0 : 448.0, limit = std::numeric_limits<float>::max();
+  // A weight whose code x block scale x global scale overflows fp32 (MXFP4: ue8m0 2^126 x 4;
+  // NVFP4: a global scale above ~1.3e35; FP8 blocks: scales above FLT_MAX / 448). A block's
+  // codes are read only when its scale and global scale could overflow with the largest code.
+  const bool mx = w.format == MatrixFormat::kMXFP4, nv = w.format == MatrixFormat::kNVFP4;
+  const int64_t block_cols = nv ? kNvfp4Block : mx ? kMxfp4Block : kFp8BlockCols;
+  const double max_code = w.format == MatrixFormat::kFP8Block ? 448.0 : 6.0, limit = std::numeric_limits<float>::max();
+  auto global_of = [&](int64_t row) {
+    double g = 1.0;
+    for (int32_t i = 0; i < w.num_ranges; ++i)
+      if (w.ranges[i].row_begin <= row) g = std::fabs(static_cast<double>(w.ranges[i].global_scale));
+    return g;
+  };
   for (int64_t i = 0; i < n; ++i) {
-    const float s = w.scale_kind == ScaleKind::kUe8m0 ? ue8m0_to_float(w.scales[i]) : [&] {
+    double s = 0.0;
+    if (w.scale_kind == ScaleKind::kUe8m0) s = ue8m0_to_float(w.scales[i]);
+    else if (w.scale_kind == ScaleKind::kE4m3) s = e4m3_to_float(w.scales[i]);
+    else {
       float v;
       std::memcpy(&v, w.scales + i * sb, 4);
-      return v;
-    }();
-    if (!(static_cast<double>(s) * max_code > limit)) continue;
+      s = v;
+    }
     const int64_t br = i / scale_cols, bc = i % scale_cols;
-    const int64_t r0 = mx ? br : br * kFp8BlockRows, r1 = mx ? br + 1 : std::min(w.rows, r0 + kFp8BlockRows);
-    const int64_t c0 = bc * (mx ? kMxfp4Block : kFp8BlockCols), c1 = std::min(w.cols, c0 + (mx ? kMxfp4Block : kFp8BlockCols));
-    for (int64_t r = r0; r < r1; ++r)
+    const bool fp8 = w.format == MatrixFormat::kFP8Block;
+    const int64_t r0 = fp8 ? br * kFp8BlockRows : br, r1 = fp8 ? std::min(w.rows, r0 + kFp8BlockRows) : br + 1;
+    if (!(s * max_code * std::max(global_of(r0), global_of(r1 - 1)) > limit)) continue;
+    const int64_t c0 = bc * block_cols, c1 = std::min(w.cols, c0 + block_cols);
+    for (int64_t r = r0; r < r1; ++r) {
+      const double g = global_of(r);
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t e = r * w.cols + c;
-        const float v = mx ? e2m1_to_float(c % 2 ? e2m1_unpack_hi(w.data[e / 2]) : e2m1_unpack_lo(w.data[e / 2]))
-                           : e4m3_to_float(w.data[e]);
-        if (std::fabs(static_cast<double>(v) * s) > limit) {
-          char b[96];
-          std::snprintf(b, sizeof b, " overflows fp32 (%g x block scale %g)", static_cast<double>(v), static_cast<double>(s));
-          return "weight " + at(e, w.cols) + b + ": the outputs would be infinite or NaN";
+        const uint8_t byte = w.data[fp8 ? e : e / 2];
+        const float v = fp8 ? e4m3_to_float(byte) : e2m1_to_float(c % 2 ? e2m1_unpack_hi(byte) : e2m1_unpack_lo(byte));
+        if (std::fabs(static_cast<double>(v) * s * g) > limit) {
+          char b[128];
+          if (w.num_ranges > 0 && g != 1.0)
+            std::snprintf(b, sizeof b, " overflows fp32 (%g x block scale %g x global scale %g)", static_cast<double>(v), s, g);
+          else
+            std::snprintf(b, sizeof b, " overflows fp32 (%g x block scale %g)", static_cast<double>(v), s);
+          return "weight " + at(e, w.cols) + b + ": not a representable weight, the outputs would overflow";
         }
       }
+    }
   }
   return "";
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -119,8 +120,16 @@ class Doctor {
     }
     ++r_.global_scales_checked;
     const float v = io::scalar_f32(g);
-    if (std::string why = bad_scalar(v); !why.empty())
-      add(Severity::kError, "global-scale", g, std::string(l.global_is_reciprocal ? "weight_global_scale " : "weight_scale_2 ") + why);
+    const std::string name = l.global_is_reciprocal ? "weight_global_scale " : "weight_scale_2 ";
+    if (std::string why = bad_scalar(v); !why.empty()) {
+      add(Severity::kError, "global-scale", g, name + why);
+      return;
+    }
+    // The largest weight it can make, 6 (e2m1) x 448 (e4m3) x the weight's global scale.
+    const double eff = l.global_is_reciprocal ? 1.0 / static_cast<double>(v) : static_cast<double>(v);
+    if (static_cast<double>(kNvfp4GlobalMax) * eff > std::numeric_limits<float>::max())
+      add(Severity::kError, "global-scale", g,
+          name + fmt(v) + ": its largest weights (6 x 448 x " + fmt(eff) + " = " + fmt(kNvfp4GlobalMax * eff) + ") overflow fp32");
   }
 
   void check_input(const LinearTensors& l) {

@@ -2,7 +2,8 @@
 // Each finding names the tensor, its file and what is wrong.
 //
 //   global-scale      weight_scale_2 / weight_global_scale NaN, Inf, zero, negative, denormal,
-//                     or with a reciprocal that is not a finite normal number
+//                     with a reciprocal that is not a finite normal number, or so large that
+//                     the largest weights (6 x 448 x scale) overflow fp32
 //   block-scale-*     e4m3 block scales: NaN codes (S.1111.111), negative, zero; denormal ones
 //                     are a warning (fewer mantissa bits); ue8m0 NaN codes (0xFF); fp32 FP8-block
 //                     scales that are NaN, Inf, zero, negative or denormal; MXFP4 ue8m0 scales
