@@ -66,7 +66,8 @@ int block_scale_bytes(ScaleKind kind);  // 4 for kF32, 1 for e4m3 and ue8m0, 0 f
 // consequence ("" when there is none): a NaN block scale (e4m3 0x7F / 0xFF, ue8m0 0xFF), a
 // non-finite fp32 block scale, a NaN e4m3 or non-finite bf16 weight (NaN outputs), a negative
 // block scale (quantizers write none; the sign of its weights would flip; -0 is a zero scale),
-// an MXFP4 or FP8-block weight whose code x block scale overflows fp32 (ue8m0 2^126 x 4, say).
+// an FP4 or FP8-block weight whose code x block scale x global scale overflows fp32 (ue8m0 2^126 x
+// code 4, an NVFP4 global scale above ~1.3e35).
 // One pass over the bytes; a loader calls it once per matrix (validate_matrix, which the ops
 // call, checks the structure only).
 std::string matrix_bad_value(const MatrixView& w);
