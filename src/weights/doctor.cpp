@@ -99,6 +99,39 @@ class Doctor {
               "larger codes overflow fp32");
   }
 
+  // NaN or Inf values in a BF16, F16 or F32 tensor (an unquantized weight, a norm, an
+  // embedding, a bias): `run` refuses them at load; with scan_fp8_weights the doctor finds them
+  // all first.
+  static bool float_dtype(io::Dtype d) { return d == io::Dtype::kBF16 || d == io::Dtype::kF16 || d == io::Dtype::kF32; }
+  void check_float_tensor(const TensorRef& t) {
+    if (!opt_.scan_fp8_weights || !float_dtype(t.info->dtype)) return;
+    const auto bytes = t.bytes();
+    const int sz = static_cast<int>(io::dtype_size(t.info->dtype));
+    const int64_t n = static_cast<int64_t>(bytes.size()) / sz;
+    Counts bad;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint8_t* p = bytes.data() + i * sz;
+      bool nonfinite = false;
+      if (sz == 4) {
+        uint32_t u;
+        std::memcpy(&u, p, 4);
+        nonfinite = (u & 0x7F800000u) == 0x7F800000u;
+      } else {
+        const uint16_t h = static_cast<uint16_t>(p[0] | (p[1] << 8));
+        nonfinite = t.info->dtype == io::Dtype::kBF16 ? (h & 0x7F80u) == 0x7F80u : (h & 0x7C00u) == 0x7C00u;
+      }
+      if (nonfinite) bad.add(i);
+    }
+    if (!bad.n) return;
+    const auto& shape = t.info->shape;
+    const int64_t cols = shape.size() >= 2 ? shape.back() : 0;
+    const std::string at = cols > 0 ? "[" + std::to_string(bad.first / cols) + ", " + std::to_string(bad.first % cols) + "]"
+                                    : "[" + std::to_string(bad.first) + "]";
+    add(Severity::kError, "weight-nonfinite", t,
+        std::to_string(bad.n) + " NaN or infinite " + io::to_string(t.info->dtype) + " value" + (bad.n == 1 ? "" : "s") +
+            ", first at " + at + (shape.size() > 2 ? " (rows of the last dimension)" : "") + ": the outputs would be NaN");
+  }
+
   void check_fp8_weight(const LinearTensors& l) {
     if (!opt_.scan_fp8_weights || l.format != MatrixFormat::kFP8Block) return;
     const auto bytes = l.weight->bytes();
@@ -379,16 +412,22 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
   uint64_t total = 0, done = 0;
   auto bytes_read = [&](const LinearTensors& l) {
     uint64_t n = l.scale ? l.scale->info->nbytes() : 0;
-    if (opt.scan_fp8_weights && l.format == MatrixFormat::kFP8Block) n += l.weight->info->nbytes();
+    if (opt.scan_fp8_weights && (l.format == MatrixFormat::kFP8Block || Doctor::float_dtype(l.weight->info->dtype)))
+      n += l.weight->info->nbytes();
     return n;
   };
+  auto plain_bytes = [&](const io::TensorRef& t) -> uint64_t {
+    return opt.scan_fp8_weights && Doctor::float_dtype(t.info->dtype) ? t.info->nbytes() : 0;
+  };
   for (const LinearTensors& l : layout.linears) total += bytes_read(l);
+  for (const io::TensorRef& t : layout.plain) total += plain_bytes(t);
   std::map<std::string, const LinearTensors*> by_canon;
   for (const LinearTensors& l : layout.linears) {
     ++r.linears;
     by_canon[canonical_name(l.module)] = &l;
     if (l.scale) d.check_block_scales(l);
     d.check_fp8_weight(l);
+    d.check_float_tensor(*l.weight);
     d.check_global(l);
     d.check_input(l);
     if (scheme.kind != io::SchemeKind::kDeepSeekNative && component_of(canonical_name(l.module)) != Component::kEmbedding) {
@@ -401,6 +440,11 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
     }
     done += bytes_read(l);
     if (progress) progress(done, total);
+  }
+  for (const io::TensorRef& t : layout.plain) {
+    d.check_float_tensor(t);
+    done += plain_bytes(t);
+    if (progress && plain_bytes(t)) progress(done, total);
   }
   d.check_fused(by_canon);
 
