@@ -1,9 +1,9 @@
 // `fp4moe run --model DIR --prompt-ids "1,2,3" --max-new-tokens N [--logits-out FILE]
 //  [--dtype bf16|fp32]`: greedy generation with the DeepSeek-V4 forward on the CPU backend.
 // The prompt is one prefill; each new token is one decode step against the per-layer state.
-// Prints the generated ids and tokens/s (prefill and decode separately). Refused before any
-// work (exit 2): prompt + N past config.json's max_position_embeddings, a --logits-out file
-// that cannot be written; at load: stored values that would make outputs NaN or infinite.
+// Prints the generated ids and tokens/s (prefill and decode separately). Refused (exit 2)
+// before loading: a --logits-out file that cannot be written; at load: stored values that would
+// make outputs NaN or infinite; before the generation: prompt + N past max_position_embeddings.
 //
 // --logits-out writes an fp32 safetensors file: "logits" [P + N, vocab], row i being the
 // logits after token i of prompt + generated (every generated token is fed back, the last
@@ -83,8 +83,8 @@ int run_run(const RunArgs& a) {
   model::LoadedCheckpoint lc = model::load_v4_checkpoint(a.model);
   const model::V4Config cfg = lc.config;
   // Positions past the model's context would run with rotary frequencies it was not trained
-  // for: refused before anything is computed (the prompt and every new token, each fed back,
-  // take one position each).
+  // for: refused before the generation (the prompt and every new token, each fed back, take one
+  // position each).
   const int64_t positions = static_cast<int64_t>(prompt.size()) + a.max_new_tokens;
   if (cfg.max_position_embeddings > 0 && positions > cfg.max_position_embeddings)
     throw std::invalid_argument("--max-new-tokens " + std::to_string(a.max_new_tokens) + ": " + std::to_string(prompt.size()) +

@@ -60,6 +60,7 @@ void validate_matrix(const MatrixView& w);
 // value of its kind (e4m3 2^-6, fp32 2^-126; ue8m0 has none, and no sign, zero or infinity).
 enum class BlockScaleClass : uint8_t { kNormal, kDenormal, kZero, kNegative, kInfinite, kNaN };
 BlockScaleClass classify_block_scale(ScaleKind kind, const uint8_t* p);
+float block_scale_value(ScaleKind kind, const uint8_t* p);  // its value (ue8m0 0xFF: NaN; kNone: 1)
 int block_scale_bytes(ScaleKind kind);  // 4 for kF32, 1 for e4m3 and ue8m0, 0 for kNone
 
 // The first stored value that would make a layer's outputs wrong, with its position and the

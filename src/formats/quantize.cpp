@@ -122,25 +122,29 @@ void validate_matrix(const MatrixView& w) {
 
 int block_scale_bytes(ScaleKind kind) { return kind == ScaleKind::kF32 ? 4 : kind == ScaleKind::kNone ? 0 : 1; }
 
-BlockScaleClass classify_block_scale(ScaleKind kind, const uint8_t* p) {
-  float v = 0.0f, min_normal = 0.0f;
+float block_scale_value(ScaleKind kind, const uint8_t* p) {
   switch (kind) {
-    case ScaleKind::kNone: return BlockScaleClass::kNormal;
-    case ScaleKind::kUe8m0: return p[0] == 0xFFu ? BlockScaleClass::kNaN : BlockScaleClass::kNormal;
-    case ScaleKind::kE4m3:
-      if (e4m3_is_nan(p[0])) return BlockScaleClass::kNaN;
-      v = e4m3_to_float(p[0]);
-      min_normal = 0.015625f;  // 2^-6
-      break;
-    case ScaleKind::kF32:
+    case ScaleKind::kNone: return 1.0f;
+    case ScaleKind::kUe8m0: return ue8m0_to_float(p[0]);
+    case ScaleKind::kE4m3: return e4m3_to_float(p[0]);
+    case ScaleKind::kF32: {
+      float v;
       std::memcpy(&v, p, 4);
-      if (std::isnan(v)) return BlockScaleClass::kNaN;
-      if (std::isinf(v)) return BlockScaleClass::kInfinite;
-      min_normal = std::numeric_limits<float>::min();
-      break;
+      return v;
+    }
   }
+  return 1.0f;
+}
+
+BlockScaleClass classify_block_scale(ScaleKind kind, const uint8_t* p) {
+  if (kind == ScaleKind::kNone) return BlockScaleClass::kNormal;
+  const float v = block_scale_value(kind, p);
+  if (std::isnan(v)) return BlockScaleClass::kNaN;
+  if (std::isinf(v)) return BlockScaleClass::kInfinite;
+  if (kind == ScaleKind::kUe8m0) return BlockScaleClass::kNormal;  // powers of two: no sign, zero or mantissa to lose
   if (v < 0.0f) return BlockScaleClass::kNegative;
   if (v == 0.0f) return BlockScaleClass::kZero;
+  const float min_normal = kind == ScaleKind::kE4m3 ? 0.015625f : std::numeric_limits<float>::min();  // 2^-6, 2^-126
   return v < min_normal ? BlockScaleClass::kDenormal : BlockScaleClass::kNormal;
 }
 
@@ -168,60 +172,49 @@ std::string matrix_bad_value(const MatrixView& w) {
   if (w.format == MatrixFormat::kFP8Block)
     for (int64_t i = 0; i < data_bytes; ++i)
       if (e4m3_is_nan(w.data[i])) return "weight " + at(i, w.cols) + " is NaN (e4m3 " + code(w.data[i], 2) + ")" + nan_out;
-  // Block scales, indexed [row, block] (FP8 block: [row block, column block]). Zero and denormal
-  // scales are valid encodings (the doctor reports them); these three are not.
+  // Block scales, indexed [row, block] (FP8 block: [row block, column block]), in one pass. Zero
+  // and denormal scales are valid encodings (the doctor reports them); NaN, infinite and negative
+  // ones are not, nor a finite scale that makes a weight overflow fp32 with its code and global
+  // scale (MXFP4: ue8m0 2^126 x code 4; NVFP4: a global scale above ~1.3e35; FP8 blocks: scales
+  // above FLT_MAX / 448): a block's codes are read only when its largest possible weight overflows.
   const int sb = block_scale_bytes(w.scale_kind);
   const int64_t n = sb ? matrix_scale_bytes(w.format, w.scale_kind, w.rows, w.cols) / sb : 0;
   const int64_t scale_cols = matrix_scale_cols(w.format, w.cols);
-  for (int64_t i = 0; i < n; ++i) {
-    const BlockScaleClass c = classify_block_scale(w.scale_kind, w.scales + i * sb);
-    if (c != BlockScaleClass::kNaN && c != BlockScaleClass::kInfinite && c != BlockScaleClass::kNegative) continue;
-    const std::string enc = sb == 1 ? " (" + std::string(to_string(w.scale_kind)) + " " + code(w.scales[i], 2) + ")" : "";
-    const std::string what = "block scale " + at(i, scale_cols) + " is ";
-    if (c == BlockScaleClass::kNaN) return what + "NaN" + enc + nan_out;
-    if (c == BlockScaleClass::kInfinite) return what + "infinite" + nan_out;
-    return what + "negative" + enc + flip;
-  }
-  // A weight whose code x block scale x global scale overflows fp32 (MXFP4: ue8m0 2^126 x 4;
-  // NVFP4: a global scale above ~1.3e35; FP8 blocks: scales above FLT_MAX / 448). A block's
-  // codes are read only when its scale and global scale could overflow with the largest code.
-  const bool mx = w.format == MatrixFormat::kMXFP4, nv = w.format == MatrixFormat::kNVFP4;
-  const int64_t block_cols = nv ? kNvfp4Block : mx ? kMxfp4Block : kFp8BlockCols;
-  const double max_code = w.format == MatrixFormat::kFP8Block ? 448.0 : 6.0, limit = std::numeric_limits<float>::max();
+  const bool fp8 = w.format == MatrixFormat::kFP8Block;
+  const int64_t block_cols = fp8 ? kFp8BlockCols : w.format == MatrixFormat::kNVFP4 ? kNvfp4Block : kMxfp4Block;
+  const int64_t block_rows = fp8 ? kFp8BlockRows : 1;
+  const double max_code = fp8 ? 448.0 : 6.0, limit = std::numeric_limits<float>::max();
   auto global_of = [&](int64_t row) {
-    double g = 1.0;
-    for (int32_t i = 0; i < w.num_ranges; ++i)
-      if (w.ranges[i].row_begin <= row) g = std::fabs(static_cast<double>(w.ranges[i].global_scale));
-    return g;
+    return w.num_ranges > 0 ? std::fabs(static_cast<double>(matrix_row_global_scale(w, row))) : 1.0;
   };
   for (int64_t i = 0; i < n; ++i) {
-    double s = 0.0;
-    if (w.scale_kind == ScaleKind::kUe8m0) s = ue8m0_to_float(w.scales[i]);
-    else if (w.scale_kind == ScaleKind::kE4m3) s = e4m3_to_float(w.scales[i]);
-    else {
-      float v;
-      std::memcpy(&v, w.scales + i * sb, 4);
-      s = v;
-    }
-    const int64_t br = i / scale_cols, bc = i % scale_cols;
-    const bool fp8 = w.format == MatrixFormat::kFP8Block;
-    const int64_t r0 = fp8 ? br * kFp8BlockRows : br, r1 = fp8 ? std::min(w.rows, r0 + kFp8BlockRows) : br + 1;
+    const uint8_t* sp = w.scales + i * sb;
+    const BlockScaleClass c = classify_block_scale(w.scale_kind, sp);
+    auto what = [&](const char* is, bool with_code) {
+      const std::string enc =
+          with_code && sb == 1 ? " (" + std::string(to_string(w.scale_kind)) + " " + code(sp[0], 2) + ")" : "";
+      return "block scale " + at(i, scale_cols) + " is " + is + enc;
+    };
+    if (c == BlockScaleClass::kNaN) return what("NaN", true) + nan_out;
+    if (c == BlockScaleClass::kInfinite) return what("infinite", false) + nan_out;
+    if (c == BlockScaleClass::kNegative) return what("negative", true) + flip;
+    const double s = block_scale_value(w.scale_kind, sp);
+    const int64_t r0 = i / scale_cols * block_rows, r1 = std::min(w.rows, r0 + block_rows);
     if (!(s * max_code * std::max(global_of(r0), global_of(r1 - 1)) > limit)) continue;
-    const int64_t c0 = bc * block_cols, c1 = std::min(w.cols, c0 + block_cols);
+    const int64_t c0 = i % scale_cols * block_cols, c1 = std::min(w.cols, c0 + block_cols);
     for (int64_t r = r0; r < r1; ++r) {
       const double g = global_of(r);
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t e = r * w.cols + c;
+      for (int64_t col = c0; col < c1; ++col) {
+        const int64_t e = r * w.cols + col;
         const uint8_t byte = w.data[fp8 ? e : e / 2];
-        const float v = fp8 ? e4m3_to_float(byte) : e2m1_to_float(c % 2 ? e2m1_unpack_hi(byte) : e2m1_unpack_lo(byte));
-        if (std::fabs(static_cast<double>(v) * s * g) > limit) {
-          char b[128];
-          if (w.num_ranges > 0 && g != 1.0)
-            std::snprintf(b, sizeof b, " overflows fp32 (%g x block scale %g x global scale %g)", static_cast<double>(v), s, g);
-          else
-            std::snprintf(b, sizeof b, " overflows fp32 (%g x block scale %g)", static_cast<double>(v), s);
-          return "weight " + at(e, w.cols) + b + ": not a representable weight, the outputs would overflow";
-        }
+        const float v = fp8 ? e4m3_to_float(byte) : e2m1_to_float(col % 2 ? e2m1_unpack_hi(byte) : e2m1_unpack_lo(byte));
+        if (!(std::fabs(static_cast<double>(v) * s * g) > limit)) continue;
+        char b[128];
+        if (g != 1.0)
+          std::snprintf(b, sizeof b, " overflows fp32 (%g x block scale %g x global scale %g)", static_cast<double>(v), s, g);
+        else
+          std::snprintf(b, sizeof b, " overflows fp32 (%g x block scale %g)", static_cast<double>(v), s);
+        return "weight " + at(e, w.cols) + b + ": not a representable weight, the outputs would overflow";
       }
     }
   }

@@ -99,28 +99,19 @@ class Doctor {
               "larger codes overflow fp32");
   }
 
-  // NaN or Inf values in a BF16, F16 or F32 tensor (an unquantized weight, a norm, an
-  // embedding, a bias): `run` refuses them at load; with scan_fp8_weights the doctor finds them
-  // all first.
-  static bool float_dtype(io::Dtype d) { return d == io::Dtype::kBF16 || d == io::Dtype::kF16 || d == io::Dtype::kF32; }
+  // NaN or Inf values in a BF16 or F32 tensor (an unquantized weight, a norm, an embedding, a
+  // bias; the dtypes io::tensor_to_f32 reads): `run` refuses them at load; with
+  // scan_fp8_weights the doctor finds them all first.
+  static bool float_dtype(io::Dtype d) { return d == io::Dtype::kBF16 || d == io::Dtype::kF32; }
   void check_float_tensor(const TensorRef& t) {
     if (!opt_.scan_fp8_weights || !float_dtype(t.info->dtype)) return;
-    const auto bytes = t.bytes();
-    const int sz = static_cast<int>(io::dtype_size(t.info->dtype));
-    const int64_t n = static_cast<int64_t>(bytes.size()) / sz;
+    const int64_t n = t.info->numel();
+    constexpr int64_t kChunk = int64_t{1} << 20;  // values converted at a time (io::tensor_to_f32)
     Counts bad;
-    for (int64_t i = 0; i < n; ++i) {
-      const uint8_t* p = bytes.data() + i * sz;
-      bool nonfinite = false;
-      if (sz == 4) {
-        uint32_t u;
-        std::memcpy(&u, p, 4);
-        nonfinite = (u & 0x7F800000u) == 0x7F800000u;
-      } else {
-        const uint16_t h = static_cast<uint16_t>(p[0] | (p[1] << 8));
-        nonfinite = t.info->dtype == io::Dtype::kBF16 ? (h & 0x7F80u) == 0x7F80u : (h & 0x7C00u) == 0x7C00u;
-      }
-      if (nonfinite) bad.add(i);
+    for (int64_t first = 0; first < n; first += kChunk) {
+      const std::vector<float> v = io::tensor_to_f32(t, first, std::min(kChunk, n - first));
+      for (size_t i = 0; i < v.size(); ++i)
+        if (!std::isfinite(v[i])) bad.add(first + static_cast<int64_t>(i));
     }
     if (!bad.n) return;
     const auto& shape = t.info->shape;

@@ -11,7 +11,7 @@
 //                     refuse such a block unless its codes are all zero; 2^126 and up overflow
 //                     fp32 on codes >= 4 and >= 2, which `run` refuses at load)
 //   weight-nan        e4m3 NaN codes in FP8 weights (with scan_fp8_weights: it reads them all)
-//   weight-nonfinite  NaN or Inf in BF16 / F16 / F32 tensors: unquantized weights, norms,
+//   weight-nonfinite  NaN or Inf in BF16 / F32 tensors: unquantized weights, norms,
 //                     embeddings, biases (also with scan_fp8_weights)
 //   input-scale       NaN/Inf/zero/negative/denormal, 1/input_scale overflowing fp32 (error), or so
 //                     small that activations of a typical magnitude saturate (warning)
