@@ -185,6 +185,37 @@ TEST_F(CheckpointCli, RunRefusesMorePositionsThanTheContext) {
   EXPECT_FALSE(has(g.out, "generated")) << g.out;
 }
 
+// --prompt-ids: every item must be a token id of the vocabulary; an empty item is refused, not
+// skipped (a lost id would silently change the prompt). Exit 2, nothing generated.
+TEST_F(CheckpointCli, RunRefusesBadPromptIds) {
+  test::SeededRng r;
+  test::TempDir d;
+  const fs::path ck = d.path() / "ck";
+  test::write_tiny_v4(ck, r.rng);
+  const int64_t vocab = test::tiny_v4_config()["vocab_size"].get<int64_t>();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"1,,2", "item 2 is empty"},
+      {"1,2,", "item 3 is empty"},
+      {",1", "item 1 is empty"},
+      {"1, ,2", "item 2 is empty"},
+      {"1,x", "'x' is not a token id"},
+      {"1,-3", "'-3' is not a token id"},
+      {"2.5", "'2.5' is not a token id"},
+      {"99999999999", "'99999999999' is not a token id"},
+      {" ", "no token ids given"},
+      {std::to_string(vocab), "token id " + std::to_string(vocab) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")"},
+  };
+  for (const auto& [ids, want] : cases) {
+    const CliRun g = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids '" + ids + "' --max-new-tokens 1");
+    EXPECT_EQ(g.code, 2) << "'" << ids << "': " << g.out << g.err;
+    EXPECT_TRUE(has(g.err, want)) << "'" << ids << "': " << g.err;
+    EXPECT_FALSE(has(g.out, "generated")) << g.out;
+  }
+  // Spaces around ids are allowed.
+  const CliRun ok = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids ' 1, 2 ,3' --max-new-tokens 1");
+  EXPECT_EQ(ok.code, 0) << ok.out << ok.err;
+}
+
 TEST_F(CheckpointCli, UnreadableInputExitsTwoNamingTheFile) {
   test::SeededRng r;
   test::TempDir d;

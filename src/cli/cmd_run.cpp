@@ -15,7 +15,6 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 
 #include "cli/commands.h"
@@ -31,14 +30,20 @@ struct RunArgs {
   int64_t max_new_tokens = 16;
 };
 
+// Comma-separated token ids; spaces around an id are allowed, an empty item (",,", a leading or
+// trailing comma) is refused rather than skipped: it is most often a lost id.
 std::vector<int32_t> parse_ids(const std::string& s) {
   std::vector<int32_t> ids;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
+  for (size_t pos = 0, n = 1;; ++n) {
+    const size_t comma = s.find(',', pos);
+    std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     item.erase(0, item.find_first_not_of(" \t"));
     item.erase(item.find_last_not_of(" \t") + 1);
-    if (item.empty()) continue;
+    if (item.empty()) {
+      if (comma == std::string::npos && n == 1) break;  // nothing at all: reported below
+      throw std::invalid_argument("--prompt-ids '" + s + "': item " + std::to_string(n) +
+                                  " is empty (comma-separated non-negative integers, e.g. \"1,2,3\")");
+    }
     size_t used = 0;
     long long v = 0;
     try {
@@ -49,6 +54,8 @@ std::vector<int32_t> parse_ids(const std::string& s) {
     if (used != item.size() || v < 0 || v > INT32_MAX)
       throw std::invalid_argument("--prompt-ids: '" + item + "' is not a token id (comma-separated non-negative integers)");
     ids.push_back(static_cast<int32_t>(v));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
   }
   if (ids.empty()) throw std::invalid_argument("--prompt-ids: no token ids given");
   return ids;
