@@ -216,6 +216,57 @@ TEST_F(CheckpointCli, RunRefusesBadPromptIds) {
   EXPECT_EQ(ok.code, 0) << ok.out << ok.err;
 }
 
+// A config.json value the forward cannot use (rms_norm_eps = 0) is an error for both the doctor
+// (config-invalid, exit 1) and run (exit 2, before any generation), naming the file and field.
+TEST_F(CheckpointCli, DoctorAndRunRefuseAnUnusableConfigValue) {
+  test::SeededRng r;
+  test::TempDir d;
+  const fs::path ck = d.path() / "ck";
+  test::write_tiny_v4(ck, r.rng);
+  const CliRun clean = fp4moe_run(d, "doctor --json " + ck.string());
+  EXPECT_EQ(clean.code, 0) << clean.out;
+  nlohmann::json cfg = test::tiny_v4_config();
+  cfg["rms_norm_eps"] = 0.0;
+  test::write_text(ck / "config.json", cfg.dump(2));
+  const CliRun doc = fp4moe_run(d, "doctor --json " + ck.string());
+  EXPECT_EQ(doc.code, 1) << doc.out << doc.err;
+  const nlohmann::json j = nlohmann::json::parse(doc.out);
+  bool found = false;
+  for (const auto& f : j["findings"])
+    found |= f["check"] == "config-invalid" && f["severity"] == "error" && f["file"] == (ck / "config.json").string() &&
+             has(f["message"].get<std::string>(), "rms_norm_eps must be > 0");
+  EXPECT_TRUE(found) << doc.out;
+  const CliRun g = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 1,2 --max-new-tokens 2");
+  EXPECT_EQ(g.code, 2);
+  EXPECT_TRUE(has(g.err, (ck / "config.json").string()) && has(g.err, "rms_norm_eps must be > 0")) << g.err;
+  EXPECT_FALSE(has(g.out, "generated")) << g.out;
+}
+
+// Finite weights whose products overflow fp32 (every head weight the largest finite bf16) give
+// infinite or NaN logits: run stops at the first such position (exit 2) instead of printing the
+// argmax of NaN, and says where.
+TEST_F(CheckpointCli, RunStopsAtNonFiniteLogits) {
+  test::SeededRng r;
+  test::TempDir d;
+  const fs::path ck = d.path() / "ck";
+  test::write_tiny_v4(ck, r.rng);
+  std::vector<io::OwnedTensor> t = test::read_all(ck / "model.safetensors");
+  bool planted = false;
+  for (io::OwnedTensor& x : t)
+    if (x.spec.name == "head.weight") {
+      ASSERT_EQ(x.spec.dtype, io::Dtype::kBF16);
+      for (size_t i = 0; i + 1 < x.bytes.size(); i += 2) x.bytes[i] = 0x7F, x.bytes[i + 1] = 0x7F;  // 0x7F7F: 3.39e38
+      planted = true;
+    }
+  ASSERT_TRUE(planted);
+  io::write_safetensors(ck / "model.safetensors", t, {{"format", "pt"}});
+  const CliRun g = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 1,2,3 --max-new-tokens 2");
+  EXPECT_EQ(g.code, 2) << g.out << g.err;
+  EXPECT_TRUE(has(g.err, "the logits of position 0 (token 0) are ")) << g.err;  // all head rows equal
+  EXPECT_TRUE(has(g.err, "doctor --scan-weights")) << g.err;
+  EXPECT_FALSE(has(g.out, "generated")) << g.out;
+}
+
 TEST_F(CheckpointCli, UnreadableInputExitsTwoNamingTheFile) {
   test::SeededRng r;
   test::TempDir d;

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -207,6 +209,34 @@ TEST(ModelForward, BadConfigsAreClearErrors) {
   c = tiny_v4_config();
   c.layer_types.pop_back();
   expect_error([&] { validate_v4_config(c); }, "num_hidden_layers");
+  // Real-valued settings outside the ranges the forward can use (each gave NaN logits, argmax 0,
+  // or a clamp with crossed bounds, before these checks), and a Sinkhorn count that would hang.
+  const double inf = std::numeric_limits<double>::infinity();
+  const std::vector<std::pair<std::function<void(V4Config&)>, std::string>> bad = {
+      {[](V4Config& x) { x.rms_norm_eps = 0; }, "rms_norm_eps must be > 0 and < 1, got 0"},
+      {[](V4Config& x) { x.rms_norm_eps = -1e-6; }, "rms_norm_eps must be > 0 and < 1, got -1e-06"},
+      {[](V4Config& x) { x.rms_norm_eps = 1e300; }, "rms_norm_eps must be > 0 and < 1"},
+      {[](V4Config& x) { x.hc_eps = -1; }, "hc_eps must be >= 0 and < 1"},
+      {[](V4Config& x) { x.swiglu_limit = 0; }, "swiglu_limit must be > 0, got 0"},
+      {[](V4Config& x) { x.swiglu_limit = -10; }, "swiglu_limit must be > 0"},
+      {[&](V4Config& x) { x.swiglu_limit = inf; }, "swiglu_limit must be > 0, got inf"},
+      {[](V4Config& x) { x.routed_scaling_factor = -1.5; }, "routed_scaling_factor must be > 0"},
+      {[](V4Config& x) { x.rope_main.rope_theta = 0; }, "rope_theta must be > 1, got 0"},
+      {[](V4Config& x) { x.rope_compress.rope_theta = -160000; }, "compress_rope_theta must be > 1"},
+      {[](V4Config& x) { x.rope_compress.rope_type = "yarn", x.rope_compress.factor = 0; }, "YaRN factor"},
+      {[](V4Config& x) { x.rope_compress.rope_type = "yarn", x.rope_compress.beta_slow = -1; }, "YaRN beta_slow"},
+      {[](V4Config& x) { x.hc_sinkhorn_iters = kMaxSinkhornIters + 1; }, "hc_sinkhorn_iters must be at most 1000"},
+  };
+  for (const auto& [set, needle] : bad) {
+    c = tiny_v4_config();
+    set(c);
+    expect_error([&] { validate_v4_config(c); }, needle);
+  }
+  // The edges that stay valid.
+  c = tiny_v4_config();
+  c.hc_eps = 0;
+  c.hc_sinkhorn_iters = kMaxSinkhornIters;
+  EXPECT_NO_THROW(validate_v4_config(c));
 }
 
 TEST(ModelForward, MissingOrMisshapenTensorsAreClearErrors) {

@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/progress.h"
 #include "io/config.h"
+#include "model/config.h"
 #include "io/quant_scheme.h"
 #include "io/safetensors.h"
 #include "weights/doctor.h"
@@ -40,9 +41,20 @@ int run_doctor_cmd(const DoctorArgs& a) {
   weights::DoctorOptions opt;
   opt.typical_activation_amax = a.typical_act_amax;
   opt.scan_fp8_weights = a.scan_weights;
-  const weights::DoctorReport r =
+  weights::DoctorReport r =
       weights::run_doctor(ckpt, cfg ? &*cfg : nullptr, scheme, opt, [&](uint64_t d, uint64_t t) { bar.update(d, t); });
   bar.done();
+  // A DeepSeek-V4 config.json that `run` would refuse (model::validate_v4_config and the rotary
+  // tables) is an error here too, so that a clean report means the checkpoint runs.
+  if (cfg && cfg->v4) {
+    try {
+      model::validate_v4_config(*cfg->v4);
+      (void)model::rope_inv_freq(cfg->v4->rope_main, cfg->v4->qk_rope_head_dim);
+      (void)model::rope_inv_freq(cfg->v4->rope_compress, cfg->v4->qk_rope_head_dim);
+    } catch (const std::invalid_argument& e) {
+      r.findings.push_back({weights::Severity::kError, "config-invalid", "", cfg_path.string(), e.what()});
+    }
+  }
   const bool failed = r.errors() > 0 || (a.strict && r.warnings() > 0);
   const int code = failed ? kExitFindings : kExitOk;
 

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -63,6 +64,17 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 
 int32_t argmax(const float* v, int64_t n) { return static_cast<int32_t>(std::max_element(v, v + n) - v); }
 
+// The last resort behind the load checks: a NaN or infinite logit would make the greedy pick
+// meaningless (argmax over NaN picks whatever comes first), so the run stops there instead of
+// printing it. rows: the positions these logits belong to, first at `first_pos`.
+void check_logits(const std::vector<float>& logits, int64_t V, int64_t first_pos) {
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (!std::isfinite(logits[i]))
+      throw std::runtime_error("the logits of position " + std::to_string(first_pos + int64_t(i) / V) + " (token " +
+                               std::to_string(int64_t(i) % V) + ") are " + (std::isnan(logits[i]) ? "NaN" : "infinite") +
+                               ": the forward overflowed; `fp4moe doctor --scan-weights` checks the checkpoint");
+}
+
 // --logits-out is written after the generation: a folder that does not exist, or a file that
 // cannot be written there, is refused before it. The probe opens the file for appending (an
 // existing file keeps its bytes) and removes it again if it did not exist.
@@ -111,6 +123,7 @@ int run_run(const RunArgs& a) {
   std::vector<int32_t> all_ids = prompt;
   const auto p0 = clock::now();
   std::vector<float> logits = m.forward(st, prompt);
+  check_logits(logits, V, int64_t(prompt.size()) - int64_t(logits.size()) / V);
   const double prefill_s = std::chrono::duration<double>(clock::now() - p0).count();
   if (keep_logits) all_logits.insert(all_logits.end(), logits.begin(), logits.end());
 
@@ -122,6 +135,7 @@ int run_run(const RunArgs& a) {
     all_ids.push_back(next);
     const int32_t one[1] = {next};
     logits = m.forward(st, one);
+    check_logits(logits, V, int64_t(prompt.size()) + i);
     if (keep_logits) all_logits.insert(all_logits.end(), logits.begin(), logits.end());
   }
   const double decode_s = std::chrono::duration<double>(clock::now() - d0).count();

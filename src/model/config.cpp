@@ -3,6 +3,9 @@
 
 #include "ops/cpu/rope_ref.h"
 
+#include <cmath>
+#include <limits>
+#include <sstream>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
@@ -81,6 +84,36 @@ void validate_v4_config(const V4Config& c) {
   if (c.hidden_act != "silu") bad("hidden_act '" + c.hidden_act + "' is not supported (silu)");
   if (int64_t(c.layer_types.size()) != c.num_hidden_layers || int64_t(c.mlp_layer_types.size()) != c.num_hidden_layers)
     bad("per-layer type lists must have num_hidden_layers entries");
+  // The real-valued settings: outside these ranges the forward divides by zero, takes the
+  // logarithm of a non-positive number or clamps with crossed bounds, so its logits would be
+  // NaN or meaningless rather than an error. DeepSeek-V4's own values sit well inside.
+  auto in_range = [](double v, const char* name, double lo, bool lo_closed, double hi, const char* usual) {
+    const bool ok = std::isfinite(v) && (lo_closed ? v >= lo : v > lo) && v < hi;
+    if (!ok) {
+      std::ostringstream m;
+      m << name << " must be " << (lo_closed ? ">= " : "> ") << lo;
+      if (std::isfinite(hi)) m << " and < " << hi;
+      m << ", got " << v << " (DeepSeek-V4 uses " << usual << ")";
+      bad(m.str());
+    }
+  };
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  in_range(c.rms_norm_eps, "rms_norm_eps", 0.0, false, 1.0, "1e-6");
+  in_range(c.hc_eps, "hc_eps", 0.0, true, 1.0, "1e-6");
+  in_range(c.swiglu_limit, "swiglu_limit", 0.0, false, kInf, "10");
+  in_range(c.routed_scaling_factor, "routed_scaling_factor", 0.0, false, kInf, "1.5 (Flash) or 2.5 (Pro)");
+  if (c.hc_sinkhorn_iters > kMaxSinkhornIters)
+    bad("hc_sinkhorn_iters must be at most " + std::to_string(kMaxSinkhornIters) + ", got " + std::to_string(c.hc_sinkhorn_iters) +
+        " (DeepSeek-V4 uses 20; each iteration runs for every token of every layer)");
+  for (const auto* r : {&c.rope_main, &c.rope_compress}) {
+    const bool main = r == &c.rope_main;
+    in_range(r->rope_theta, main ? "rope_theta" : "compress_rope_theta", 1.0, false, kInf, main ? "10000" : "160000");
+    if (r->rope_type == "yarn") {
+      in_range(r->factor, "YaRN factor (rope_parameters)", 0.0, false, kInf, "16");
+      in_range(r->beta_fast, "YaRN beta_fast (rope_parameters)", 0.0, false, kInf, "32");
+      in_range(r->beta_slow, "YaRN beta_slow (rope_parameters)", 0.0, false, kInf, "1");
+    }
+  }
 }
 
 std::string v4_config_to_json(const V4Config& c) {

@@ -29,7 +29,11 @@ std::vector<float> rope_inv_freq(const io::RopeParameters& r, int64_t rope_dim);
 
 // The checkpoint's config.json (read by io). Throws naming the file and field.
 V4Config load_v4_config(const std::string& checkpoint_dir);
-// Checks the invariants the forward relies on; throws std::invalid_argument naming the field.
+// The most Sinkhorn iterations accepted (each runs for every token of every layer).
+inline constexpr int64_t kMaxSinkhornIters = 1000;
+// Checks the invariants the forward relies on, and the real-valued settings' ranges (outside
+// them the forward would produce NaN or meaningless logits); throws std::invalid_argument
+// naming the field.
 void validate_v4_config(const V4Config& c);
 // The config.json text for c (transformers' field names, explicit per-layer lists).
 std::string v4_config_to_json(const V4Config& c);
