@@ -226,6 +226,8 @@ TEST(ModelForward, BadConfigsAreClearErrors) {
       {[](V4Config& x) { x.rope_compress.rope_type = "yarn", x.rope_compress.factor = 0; }, "YaRN factor"},
       {[](V4Config& x) { x.rope_compress.rope_type = "yarn", x.rope_compress.beta_slow = -1; }, "YaRN beta_slow"},
       {[](V4Config& x) { x.hc_sinkhorn_iters = kMaxSinkhornIters + 1; }, "hc_sinkhorn_iters must be at most 1000"},
+      {[](V4Config& x) { x.max_position_embeddings = -5; }, "max_position_embeddings must be positive (or absent), got -5"},
+      {[](V4Config& x) { x.num_hash_layers = -1; }, "num_hash_layers must be >= 0, got -1"},
   };
   for (const auto& [set, needle] : bad) {
     c = tiny_v4_config();

@@ -84,6 +84,9 @@ void validate_v4_config(const V4Config& c) {
   if (c.hidden_act != "silu") bad("hidden_act '" + c.hidden_act + "' is not supported (silu)");
   if (int64_t(c.layer_types.size()) != c.num_hidden_layers || int64_t(c.mlp_layer_types.size()) != c.num_hidden_layers)
     bad("per-layer type lists must have num_hidden_layers entries");
+  if (c.max_position_embeddings < 0)
+    bad("max_position_embeddings must be positive (or absent), got " + std::to_string(c.max_position_embeddings));
+  if (c.num_hash_layers < 0) bad("num_hash_layers must be >= 0, got " + std::to_string(c.num_hash_layers));
   // The real-valued settings: outside these ranges the forward divides by zero, takes the
   // logarithm of a non-positive number or clamps with crossed bounds, so its logits would be
   // NaN or meaningless rather than an error. DeepSeek-V4's own values sit well inside.
