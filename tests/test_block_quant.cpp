@@ -329,6 +329,29 @@ TEST(Mxfp4, NaNBlockGetsNaNScaleAndRejectsBadShapes) {
   EXPECT_THROW(quantize_mxfp4(w.data(), 1, 48), std::invalid_argument);
 }
 
+// Weights whose MXFP4 value would not be a finite fp32 are refused, naming the element: an
+// infinite one, and finite ones from 3.5 x 2^126 (~2.98e38) on, which round to code 4 x 2^126 =
+// 2^128. Just below, 3.4 x 2^126 rounds to code 3 (1.5 x 2^127) and is kept.
+TEST(Mxfp4, WeightsPastFp32AfterQuantizationAreRefused) {
+  std::vector<float> w(64, 1.0f);
+  auto expect_refused = [&](float v, const std::string& needle) {
+    w[40] = v;
+    try {
+      (void)quantize_mxfp4(w.data(), 1, 64);
+      ADD_FAILURE() << v << " was quantized";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_refused(std::numeric_limits<float>::infinity(), "infinite weight at element 40");
+  expect_refused(std::ldexp(3.5f, 126), "at element 40 is too large: its MXFP4 value 4 x 2^126 overflows fp32");
+  w[40] = std::ldexp(3.4f, 126);
+  const Matrix m = quantize_mxfp4(w.data(), 1, 64);
+  EXPECT_EQ(m.scales[1], 253);  // 2^126
+  EXPECT_EQ(code_at(m.data, 40), 5);  // e2m1 3.0
+  EXPECT_EQ(matrix_bad_value(m.view()), "");
+}
+
 // ---- FP8 128x128 blocks ---------------------------------------------------------------------
 TEST(Fp8Block, BothScaleKindsRoundToNearestWithinTheBlockScale) {
   test::SeededRng r;

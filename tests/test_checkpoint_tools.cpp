@@ -599,6 +599,49 @@ TEST(Doctor, EveryFindingFromAPlantedFault) {
                  "scheme-mismatch", "model.layers.2.ffn.gate.weight");
 }
 
+// A weight whose code x block scale overflows fp32 is an error (weight-overflow, naming the
+// weight `run` would refuse at load), found without --scan-weights where a scale allows it:
+// MXFP4 ue8m0 2^127 over codes >= 2, FP8-block fp32 scale 1e36 over e4m3 codes >= 2^9 / 1e36.
+// A 2^126 block whose codes stay below 4 overflows nothing (only the range warning).
+TEST(Doctor, WeightsThatOverflowFp32) {
+  test::SeededRng r;
+  TempDir d;
+  const std::vector<float> w = test::random_bf16(r.rng, 256 * 512, 0.1f);
+  Matrix mx = quantize_mxfp4(w.data(), 128, 64), ok = mx;
+  Matrix f8 = quantize_fp8_block(w.data(), 256, 512, ScaleKind::kF32);
+  mx.scales[13] = 0xFE;              // row 6, block 1: 2^127
+  std::fill_n(mx.data.begin() + 13 * 16, 16, uint8_t{0});
+  mx.data[13 * 16 + 2] = 0x14;       // elements [6, 36], [6, 37]: codes 4 (2.0) and 1 (0.5)
+  ok.scales[13] = 0xFD;              // 2^126
+  for (int i = 0; i < 16; ++i) ok.data[13 * 16 + i] = 0x55;  // code 5 (3.0): 1.5 x 2^127, finite
+  const float big = 1e36f;
+  std::memcpy(f8.scales.data() + 4 * 6, &big, 4);  // block [1, 2]: rows 128.., columns 256..
+  for (int64_t row = 128; row < 256; ++row) std::fill_n(f8.data.begin() + row * 512 + 256, 128, uint8_t{0});
+  f8.data[200 * 512 + 300] = 0x7E;                  // e4m3 448 there: 4.48e38
+  io::write_safetensors(d.path() / "m.safetensors", {{{"a.weight", io::Dtype::kU8, {128, 32}}, mx.data},
+                                                     {{"a.scale", io::Dtype::kU8, {128, 2}}, mx.scales},
+                                                     {{"c.weight", io::Dtype::kU8, {128, 32}}, ok.data},
+                                                     {{"c.scale", io::Dtype::kU8, {128, 2}}, ok.scales},
+                                                     {{"b.weight", io::Dtype::kF8_E4M3, {256, 512}}, f8.data},
+                                                     {{"b.weight_scale_inv", io::Dtype::kF32, {2, 4}}, f8.scales}});
+  for (bool scan : {false, true}) {
+    weights::DoctorOptions opt;
+    opt.scan_fp8_weights = scan;
+    const weights::DoctorReport rep = weights::run_doctor(io::Checkpoint::open(d.path()), nullptr, io::QuantScheme{}, opt);
+    std::map<std::string, weights::Finding> got;
+    for (const auto& f : rep.findings) got[f.check + " " + f.tensor] = f;
+    ASSERT_TRUE(got.count("weight-overflow a.weight")) << "scan " << scan;
+    EXPECT_EQ(got["weight-overflow a.weight"].severity, weights::Severity::kError);
+    EXPECT_NE(got["weight-overflow a.weight"].message.find("weight [6, 36] overflows fp32 (2 x block scale 1.70141e+38)"), std::string::npos)
+        << got["weight-overflow a.weight"].message;
+    ASSERT_TRUE(got.count("weight-overflow b.weight")) << "scan " << scan;
+    EXPECT_NE(got["weight-overflow b.weight"].message.find("weight [200, 300] overflows fp32 (448 x block scale 1e+36)"), std::string::npos)
+        << got["weight-overflow b.weight"].message;
+    EXPECT_FALSE(got.count("weight-overflow c.weight")) << got["weight-overflow c.weight"].message;
+    EXPECT_TRUE(got.count("block-scale-range c.scale"));
+  }
+}
+
 TEST(Doctor, Ue8m0AndFp32BlockScales) {
   test::SeededRng r;
   TempDir d;

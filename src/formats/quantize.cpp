@@ -317,11 +317,34 @@ Matrix quantize_mxfp4(const float* w, int64_t rows, int64_t cols) {
   m.cols = cols;
   m.data.resize(static_cast<size_t>(rows * cols / 2));
   m.scales.resize(static_cast<size_t>(rows * cols / kMxfp4Block));
+  // A block holding a NaN gets the NaN scale (the OCP MX rule; the checkpoint quantizer refuses
+  // NaN before). Refused rather than stored: infinite weights, and finite ones so close to
+  // FLT_MAX (>= ~2.98e38) that their nearest MXFP4 value (code 4 x 2^126 and up) is past fp32's
+  // range, so any dequantization would turn them into infinities.
+  const double limit = std::numeric_limits<float>::max();
   for (int64_t b = 0; b < rows * cols / kMxfp4Block; ++b) {
     const float* blk = w + b * kMxfp4Block;
+    for (int i = 0; i < kMxfp4Block; ++i)
+      if (std::isinf(blk[i]))
+        throw std::invalid_argument("MXFP4 weight quantization: infinite weight at element " + std::to_string(b * kMxfp4Block + i));
     const uint8_t s = mxfp4_block_scale(block_amax(blk, kMxfp4Block));
     m.scales[static_cast<size_t>(b)] = s;
-    mxfp4_block_codes(blk, s, m.data.data() + b * (kMxfp4Block / 2));
+    uint8_t* packed = m.data.data() + b * (kMxfp4Block / 2);
+    mxfp4_block_codes(blk, s, packed);
+    if (s == kUe8m0NaN) continue;
+    const double scale = std::ldexp(1.0, static_cast<int>(s) - 127);
+    for (int i = 0; i < kMxfp4Block; ++i) {
+      const uint8_t byte = packed[i / 2];
+      const float code = e2m1_to_float(i % 2 ? e2m1_unpack_hi(byte) : e2m1_unpack_lo(byte));
+      if (std::fabs(static_cast<double>(code) * scale) > limit) {
+        char msg[192];
+        std::snprintf(msg, sizeof msg,
+                      "MXFP4 weight quantization: weight %g at element %lld is too large: its MXFP4 value %g x 2^%d overflows fp32",
+                      static_cast<double>(blk[i]), static_cast<long long>(b * kMxfp4Block + i), static_cast<double>(code),
+                      static_cast<int>(s) - 127);
+        throw std::invalid_argument(msg);
+      }
+    }
   }
   return m;
 }

@@ -61,7 +61,9 @@ class Doctor {
     r_.findings.push_back({s, std::move(check), t.info->name, t.file->path(), std::move(msg)});
   }
 
-  void check_block_scales(const LinearTensors& l) {
+  // Returns whether some block scale is large enough for a code of its block to overflow fp32
+  // by itself (MXFP4 ue8m0 2^126 or 2^127; fp32 FP8-block scales above FLT_MAX / 448).
+  bool check_block_scales(const LinearTensors& l) {
     const TensorRef& s = *l.scale;
     const auto bytes = s.bytes();
     const int64_t cols = s.info->shape.size() == 2 ? s.info->shape[1] : 1;
@@ -70,11 +72,17 @@ class Doctor {
              std::to_string(c.first / cols) + ", " + std::to_string(c.first % cols) + "]";
     };
     Counts nan, neg, zero, denorm, inf, range;
+    bool may_overflow = false;
+    const double limit = std::numeric_limits<float>::max();
     const int sb = block_scale_bytes(l.scale_kind);
     const int64_t n = sb ? static_cast<int64_t>(bytes.size()) / sb : 0;
     const bool mx = l.format == MatrixFormat::kMXFP4 && l.scale_kind == ScaleKind::kUe8m0;
     for (int64_t i = 0; i < n; ++i) {
       if (mx && bytes[i] != kUe8m0NaN && (bytes[i] < kMxfp4KernelScaleMin || bytes[i] > kMxfp4KernelScaleMax)) range.add(i);
+      if (l.format != MatrixFormat::kNVFP4) {
+        const double v = block_scale_value(l.scale_kind, bytes.data() + i * sb);
+        may_overflow |= std::isfinite(v) && std::fabs(v) * (l.format == MatrixFormat::kFP8Block ? 448.0 : 6.0) > limit;
+      }
       switch (classify_block_scale(l.scale_kind, bytes.data() + i * sb)) {
         case BlockScaleClass::kNaN: nan.add(i); break;
         case BlockScaleClass::kInfinite: inf.add(i); break;
@@ -95,8 +103,23 @@ class Doctor {
     if (range.n)
       add(Severity::kWarning, "block-scale-range", s,
           where(range, "ue8m0") + " (2^" + std::to_string(static_cast<int>(bytes[range.first]) - 127) +
-              ") outside 2^-63..2^63: the CUDA kernels refuse such a block unless all its codes are zero, and from 2^126 its "
-              "larger codes overflow fp32");
+              ") outside 2^-63..2^63: the CUDA kernels refuse such a block unless all its codes are zero");
+    return may_overflow;
+  }
+
+  // A weight whose code x block scale x global scale overflows fp32: `run` refuses it at load
+  // (matrix_bad_value, which reads a block's codes only when its scales allow an overflow).
+  // Read where the scales allow one, or for every quantized weight with scan_fp8_weights.
+  void check_representable(const LinearTensors& l, bool may_overflow) {
+    if (l.format == MatrixFormat::kBF16 || !(may_overflow || opt_.scan_fp8_weights)) return;
+    std::string bad;
+    try {
+      bad = matrix_bad_value(load_matrix(l).view());
+    } catch (const std::exception&) {
+      return;  // a structural problem (dtype, shape, companions), which the layout scan reports
+    }
+    // NaN and negative scales and NaN weights have findings of their own.
+    if (bad.find("overflows fp32") != std::string::npos) add(Severity::kError, "weight-overflow", *l.weight, bad);
   }
 
   // NaN or Inf values in a BF16 or F32 tensor (an unquantized weight, a norm, an embedding, a
@@ -403,8 +426,8 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
   uint64_t total = 0, done = 0;
   auto bytes_read = [&](const LinearTensors& l) {
     uint64_t n = l.scale ? l.scale->info->nbytes() : 0;
-    if (opt.scan_fp8_weights && (l.format == MatrixFormat::kFP8Block || Doctor::float_dtype(l.weight->info->dtype)))
-      n += l.weight->info->nbytes();
+    if (opt.scan_fp8_weights && (l.format != MatrixFormat::kBF16 || Doctor::float_dtype(l.weight->info->dtype)))
+      n += l.weight->info->nbytes();  // FP8 / FP4 codes, BF16 / F32 values
     return n;
   };
   auto plain_bytes = [&](const io::TensorRef& t) -> uint64_t {
@@ -416,10 +439,11 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
   for (const LinearTensors& l : layout.linears) {
     ++r.linears;
     by_canon[canonical_name(l.module)] = &l;
-    if (l.scale) d.check_block_scales(l);
+    const bool may_overflow = l.scale && d.check_block_scales(l);
     d.check_fp8_weight(l);
     d.check_float_tensor(*l.weight);
     d.check_global(l);
+    d.check_representable(l, may_overflow);
     d.check_input(l);
     if (scheme.kind != io::SchemeKind::kDeepSeekNative && component_of(canonical_name(l.module)) != Component::kEmbedding) {
       const std::string want = scheme.algo_for(l.module), have = actual_algo(l);

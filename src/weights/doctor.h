@@ -8,8 +8,11 @@
 //                     are a warning (fewer mantissa bits); ue8m0 NaN codes (0xFF); fp32 FP8-block
 //                     scales that are NaN, Inf, zero, negative or denormal; MXFP4 ue8m0 scales
 //                     outside 2^-63..2^63 are a warning (block-scale-range: the CUDA kernels
-//                     refuse such a block unless its codes are all zero; 2^126 and up overflow
-//                     fp32 on codes >= 4 and >= 2, which `run` refuses at load)
+//                     refuse such a block unless its codes are all zero)
+//   weight-overflow   an FP4 / FP8-block weight whose code x block scale x global scale overflows
+//                     fp32 (`run` refuses it at load): read where a block scale allows it
+//                     (ue8m0 2^126 and up, fp32 FP8-block scales above FLT_MAX / 448), and for
+//                     every quantized weight with scan_fp8_weights
 //   weight-nan        e4m3 NaN codes in FP8 weights (with scan_fp8_weights: it reads them all)
 //   weight-nonfinite  NaN or Inf in BF16 / F32 tensors: unquantized weights, norms,
 //                     embeddings, biases (also with scan_fp8_weights)
