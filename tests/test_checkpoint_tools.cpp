@@ -108,6 +108,16 @@ TEST(Config, OtherArchitecturesAndErrors) {
                io::CheckpointError);
   EXPECT_THROW(io::parse_model_config({{"model_type", "deepseek_v4"}, {"compress_ratios", {0, 7}}, {"num_hidden_layers", 2}}, "c"),
                io::CheckpointError);
+  // The rotary share must be in (0, 1]: a huge one used to be cast to an integer out of range.
+  for (double f : {0.0, -0.5, 1.5, 1e300}) {
+    try {
+      io::parse_model_config({{"model_type", "deepseek_v4"}, {"partial_rotary_factor", f}}, "c");
+      ADD_FAILURE() << f;
+    } catch (const io::CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find("partial_rotary_factor"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(io::parse_model_config({{"model_type", "deepseek_v4"}, {"partial_rotary_factor", 1.0}}, "c").v4->qk_rope_head_dim, 512);
 }
 
 // ---- quantization schemes --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 #include "io/config.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -104,7 +105,9 @@ DeepSeekV4Config parse_v4(const json& j, const std::string& file) {
     f.get_positive("qk_rope_head_dim", c.qk_rope_head_dim);
     c.partial_rotary_factor = static_cast<double>(c.qk_rope_head_dim) / static_cast<double>(c.head_dim);
   } else {
-    c.qk_rope_head_dim = static_cast<int64_t>(c.partial_rotary_factor * static_cast<double>(c.head_dim) + 0.5);
+    if (!(c.partial_rotary_factor > 0.0 && c.partial_rotary_factor <= 1.0))
+      f.bad("partial_rotary_factor", "a number in (0, 1] (the rotary share of head_dim)");
+    c.qk_rope_head_dim = std::llround(c.partial_rotary_factor * static_cast<double>(c.head_dim));
   }
   f.get_positive("o_groups", c.o_groups);
   f.get_positive("o_lora_rank", c.o_lora_rank);
