@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -156,6 +158,42 @@ TEST(ModelCheckpoint, NonFiniteWeightsAreRefusedNamingTheTensor) {
       EXPECT_NE(std::string(e.what()).find(planted), std::string::npos) << e.what();
       EXPECT_NE(std::string(e.what()).find("not finite"), std::string::npos) << e.what();
     }
+  }
+}
+
+// The memory `run` checks before loading: a linear keeps its stored bytes (BF16 2, NVFP4 codes
+// + e4m3 scales + the fp32 global), every other tensor becomes fp32; the numbers below are
+// counted by hand from the shapes.
+TEST(ModelCheckpoint, CpuWeightBytesCountsStoredLinearsAndFp32Tensors) {
+  test::SeededRng r;
+  test::TempDir d;
+  const Matrix q = quantize_nvfp4_weight(test::random_bf16(r.rng, 32 * 64).data(), 32, 64);
+  const float gs = q.ranges[0].global_scale;
+  std::vector<uint8_t> g(4);
+  std::memcpy(g.data(), &gs, 4);
+  io::write_safetensors(d.path() / "m.safetensors",
+                        {test::random_tensor(r.rng, "a.weight", io::Dtype::kBF16, {64, 32}, 1.0f),
+                         test::random_tensor(r.rng, "n.weight", io::Dtype::kBF16, {32}, 1.0f),
+                         {{"b.weight", io::Dtype::kU8, {32, 32}}, q.data},
+                         {{"b.weight_scale", io::Dtype::kF8_E4M3, {32, 4}}, q.scales},
+                         {{"b.weight_scale_2", io::Dtype::kF32, {}}, g}});
+  EXPECT_EQ(cpu_weight_bytes(io::Checkpoint::open(d.path())), 64u * 32 * 2 + 32 * 4 + (32 * 32 + 32 * 4 + 4));
+}
+
+TEST(ModelCheckpoint, AvailableMemoryAndTheRefusal) {
+  const std::string mi = "MemTotal:       263921768 kB\nMemFree:          123 kB\nMemAvailable:   1048576 kB\nSwapTotal: 0 kB\nSwapFree:        2048 kB\n";
+  EXPECT_EQ(available_memory_bytes(mi), std::optional<uint64_t>((1048576ull + 2048) * 1024));
+  EXPECT_EQ(available_memory_bytes("MemTotal: 5 kB\n"), std::nullopt);                     // no MemAvailable
+  EXPECT_EQ(available_memory_bytes("MemAvailable: x kB\nSwapFree: 0 kB\n"), std::nullopt);  // not a number
+  EXPECT_EQ(available_memory_bytes(""), std::nullopt);
+  EXPECT_NO_THROW(check_memory_for("ck", 100, 100));
+  try {
+    check_memory_for("ck", uint64_t{3} << 30, uint64_t{1} << 30);
+    ADD_FAILURE() << "3 GiB fit in 1";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("ck: the CPU backend needs 3.00 GiB for these weights, and this machine has 1.00 GiB"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -15,6 +15,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <stdexcept>
 
@@ -99,6 +101,12 @@ int run_run(const RunArgs& a) {
   const bool keep_logits = !a.logits_out.empty();  // else only the last row is needed
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
+  {  // refused before loading when the weights cannot fit (a missing /proc/meminfo skips it)
+    std::ifstream mi("/proc/meminfo");
+    const std::string text((std::istreambuf_iterator<char>(mi)), std::istreambuf_iterator<char>());
+    if (const auto avail = model::available_memory_bytes(text); avail && std::filesystem::is_directory(a.model))
+      model::check_memory_for(a.model, model::cpu_weight_bytes(io::Checkpoint::open(a.model)), *avail);
+  }
   model::LoadedCheckpoint lc = model::load_v4_checkpoint(a.model);
   const model::V4Config cfg = lc.config;
   // Positions past the model's context would run with rotary frequencies it was not trained

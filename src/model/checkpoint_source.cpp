@@ -1,6 +1,8 @@
 // WeightSource over a checkpoint folder (see checkpoint_source.h).
 #include "model/checkpoint_source.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 
@@ -58,6 +60,46 @@ HostTensor CheckpointWeights::tensor(const std::string& name) const {
   t.values = io::tensor_to_f32(*ref);
   t.dtype = d == io::Dtype::kBF16 ? StoredDtype::kBF16 : StoredDtype::kF32;
   return t;
+}
+
+uint64_t cpu_weight_bytes(const io::Checkpoint& ckpt) {
+  const weights::CheckpointLayout layout = weights::scan_layout(ckpt);
+  uint64_t n = 0;
+  for (const weights::LinearTensors& l : layout.linears)
+    for (const auto* t : {&l.weight, &l.scale, &l.global_scale, &l.input_scale})
+      if (*t) n += (*t)->info->nbytes();
+  for (const auto& list : {layout.plain, layout.broken})
+    for (const io::TensorRef& t : list) n += static_cast<uint64_t>(t.info->numel()) * 4;
+  return n;
+}
+
+std::optional<uint64_t> available_memory_bytes(const std::string& meminfo) {
+  auto field = [&](const std::string& key) -> std::optional<uint64_t> {
+    for (size_t pos = 0; pos < meminfo.size();) {
+      const size_t end = std::min(meminfo.find('\n', pos), meminfo.size());
+      const std::string line = meminfo.substr(pos, end - pos);
+      pos = end + 1;
+      if (line.rfind(key + ":", 0) != 0) continue;
+      unsigned long long kb = 0;
+      char unit[8] = {};
+      if (std::sscanf(line.c_str() + key.size() + 1, "%llu %7s", &kb, unit) != 2 || std::strcmp(unit, "kB") != 0) return std::nullopt;
+      return static_cast<uint64_t>(kb) * 1024;
+    }
+    return std::nullopt;
+  };
+  const auto avail = field("MemAvailable"), swap = field("SwapFree");
+  if (!avail || !swap) return std::nullopt;
+  return *avail + *swap;
+}
+
+void check_memory_for(const std::filesystem::path& dir, uint64_t needed, uint64_t available) {
+  if (needed <= available) return;
+  char msg[256];
+  std::snprintf(msg, sizeof msg,
+                ": the CPU backend needs %.2f GiB for these weights, and this machine has %.2f GiB available (MemAvailable + "
+                "SwapFree): `run` holds every weight in memory",
+                static_cast<double>(needed) / (1u << 30), static_cast<double>(available) / (1u << 30));
+  throw std::invalid_argument(dir.string() + msg);
 }
 
 LoadedCheckpoint load_v4_checkpoint(const std::filesystem::path& dir) {

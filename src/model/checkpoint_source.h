@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "io/safetensors.h"
@@ -33,6 +34,18 @@ class CheckpointWeights final : public WeightSource {
   std::unique_ptr<io::Checkpoint> ckpt_;
   std::map<std::string, weights::LinearTensors> linears_;  // by ".weight" name
 };
+
+// What the CPU backend holds in memory for a checkpoint's weights, from its headers alone: each
+// linear layer's stored bytes (codes, scales, global and input scales: load_matrix copies them
+// as they are), every other tensor as fp32 (4 bytes per value), without reading a weight. The
+// sequence state and activations come on top (small beside the weights of a real checkpoint).
+uint64_t cpu_weight_bytes(const io::Checkpoint& ckpt);
+// MemAvailable + SwapFree of a /proc/meminfo text, in bytes; nullopt when either is missing.
+std::optional<uint64_t> available_memory_bytes(const std::string& meminfo);
+// Throws std::invalid_argument naming the checkpoint and both sizes when its weights need more
+// memory than `available` (checked before loading: an oversized load would otherwise end in
+// the kernel's OOM killer, minutes in, with no message).
+void check_memory_for(const std::filesystem::path& dir, uint64_t needed, uint64_t available);
 
 // Config and weights of a checkpoint folder, ready to run.
 struct LoadedCheckpoint {
