@@ -267,6 +267,43 @@ TEST_F(CheckpointCli, RunStopsAtNonFiniteLogits) {
   EXPECT_FALSE(has(g.out, "generated")) << g.out;
 }
 
+// A hash-routing table naming an expert the layer does not have: the doctor reports it
+// (tid2eid-range, exit 1) and run refuses it at load with the table's position (exit 2).
+TEST_F(CheckpointCli, ExpertIdsOutsideTheLayerAreFound) {
+  test::SeededRng r;
+  test::TempDir d;
+  const fs::path ck = d.path() / "ck";
+  test::write_tiny_v4(ck, r.rng);
+  const int64_t experts = test::tiny_v4_config()["n_routed_experts"].get<int64_t>();
+  std::vector<io::OwnedTensor> t = test::read_all(ck / "model.safetensors");
+  bool planted = false;
+  for (io::OwnedTensor& x : t)
+    if (x.spec.name == "model.layers.0.ffn.gate.tid2eid") {
+      ASSERT_EQ(x.spec.dtype, io::Dtype::kI64);
+      const int64_t bad[2] = {experts, -1};  // at [5, 1] and [9, 0]
+      std::memcpy(x.bytes.data() + (5 * 2 + 1) * 8, &bad[0], 8);
+      std::memcpy(x.bytes.data() + (9 * 2 + 0) * 8, &bad[1], 8);
+      planted = true;
+    }
+  ASSERT_TRUE(planted);
+  io::write_safetensors(ck / "model.safetensors", t, {{"format", "pt"}});
+  const CliRun doc = fp4moe_run(d, "doctor --json " + ck.string());
+  EXPECT_EQ(doc.code, 1) << doc.out << doc.err;
+  const std::string want = "2 expert ids outside [0, " + std::to_string(experts) + "), first " + std::to_string(experts) + " at [5, 1]";
+  const nlohmann::json j = nlohmann::json::parse(doc.out);
+  bool found = false;
+  for (const auto& f : j["findings"])
+    found |= f["check"] == "tid2eid-range" && f["tensor"] == "model.layers.0.ffn.gate.tid2eid" &&
+             has(f["message"].get<std::string>(), want);
+  EXPECT_TRUE(found) << doc.out;
+  const CliRun g = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 1,2 --max-new-tokens 1");
+  EXPECT_EQ(g.code, 2);
+  EXPECT_TRUE(has(g.err, "layer 0 tid2eid holds expert id " + std::to_string(experts) + " at [5, 1] (token, slot), outside [0, " +
+                             std::to_string(experts) + ")"))
+      << g.err;
+  EXPECT_FALSE(has(g.out, "generated")) << g.out;
+}
+
 TEST_F(CheckpointCli, UnreadableInputExitsTwoNamingTheFile) {
   test::SeededRng r;
   test::TempDir d;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 
 #include "formats/blocks.h"
@@ -225,9 +226,14 @@ V4Weights load_v4_weights(const V4Config& c, const WeightSource& src) {
                                           {c.vocab_size, c.num_experts_per_tok});
       m.tid2eid.resize(t.size());
       for (size_t k = 0; k < t.size(); ++k) {
-        if (!(t[k] >= 0 && t[k] < float(E)))
-          throw std::invalid_argument("layer " + std::to_string(i) + " tid2eid holds expert id " + std::to_string(t[k]) +
-                                      ", outside [0, " + std::to_string(E) + ")");
+        if (!(t[k] >= 0 && t[k] < float(E))) {
+          char id[48];
+          std::snprintf(id, sizeof id, "%.0f", static_cast<double>(t[k]));
+          throw std::invalid_argument("layer " + std::to_string(i) + " tid2eid holds expert id " + id + " at [" +
+                                      std::to_string(k / size_t(c.num_experts_per_tok)) + ", " +
+                                      std::to_string(k % size_t(c.num_experts_per_tok)) + "] (token, slot), outside [0, " +
+                                      std::to_string(E) + ") (fp4moe doctor lists every finding)");
+        }
         m.tid2eid[k] = static_cast<int32_t>(t[k]);
       }
     }

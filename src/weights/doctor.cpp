@@ -122,6 +122,36 @@ class Doctor {
     if (bad.find("overflows fp32") != std::string::npos) add(Severity::kError, "weight-overflow", *l.weight, bad);
   }
 
+  // A hash-routing table (tid2eid, [vocab, top-k]) whose expert ids are outside [0, experts):
+  // `run` refuses it at load. Integer tables only (I64 / I32, as the checkpoints store them).
+  void check_expert_ids(const TensorRef& t, int64_t experts) {
+    const io::Dtype dt = t.info->dtype;
+    if (dt != io::Dtype::kI64 && dt != io::Dtype::kI32) {
+      add(Severity::kError, "tid2eid-range", t, std::string("is ") + io::to_string(dt) + ", expected I64 or I32 expert ids");
+      return;
+    }
+    const auto bytes = t.bytes();
+    const int64_t n = t.info->numel(), cols = t.info->shape.size() == 2 ? t.info->shape[1] : 1;
+    Counts bad;
+    int64_t first_id = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t v = 0;
+      if (dt == io::Dtype::kI64) std::memcpy(&v, bytes.data() + i * 8, 8);
+      else {
+        int32_t v32 = 0;
+        std::memcpy(&v32, bytes.data() + i * 4, 4);
+        v = v32;
+      }
+      if (v >= 0 && v < experts) continue;
+      if (!bad.n) first_id = v;
+      bad.add(i);
+    }
+    if (bad.n)
+      add(Severity::kError, "tid2eid-range", t,
+          std::to_string(bad.n) + " expert id" + (bad.n == 1 ? "" : "s") + " outside [0, " + std::to_string(experts) + "), first " +
+              std::to_string(first_id) + " at [" + std::to_string(bad.first / cols) + ", " + std::to_string(bad.first % cols) + "]");
+  }
+
   // NaN or Inf values in a BF16 or F32 tensor (an unquantized weight, a norm, an embedding, a
   // bias; the dtypes io::tensor_to_f32 reads): `run` refuses them at load; with
   // scan_fp8_weights the doctor finds them all first.
@@ -496,6 +526,8 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
       if (!it->second.shape.empty() && it->second.shape != e.shape)
         d.add(Severity::kError, "shape-mismatch", it->second.ref,
               (e.linear ? "linear is " : "tensor is ") + shape_str(it->second.shape) + ", " + cfg + " implies " + shape_str(e.shape));
+      else if (config->v4 && e.name.ends_with(".tid2eid"))
+        d.check_expert_ids(it->second.ref, config->v4->n_routed_experts);
     }
     for (const auto& [name, a] : actual) {
       if (expected_names.count(name) || component_of(name) == Component::kMtp) continue;

@@ -25,6 +25,7 @@
 //                     Qwen3-MoE) and
 //                     between a weight and its companions
 //   scheme-mismatch   a layer stored in another format than the quantization config says
+//   tid2eid-range     DeepSeek-V4 hash-routing tables holding expert ids outside [0, experts)
 // Errors make `doctor` exit 1; warnings are reported and, with --strict, count as errors.
 #pragma once
 
