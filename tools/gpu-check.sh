@@ -7,7 +7,7 @@
 #   tools/gpu-check.sh [OUT_DIR]        (default: $OUT, else ./out/gpu-check)
 #
 # FP4MOE_SRC: the source tree to build (default: this checkout). To check exactly the
-# committed CUDA backend from a tree with work in progress: tools/gpu-snapshot.sh here, then
+# committed tree from a checkout with work in progress: tools/gpu-snapshot.sh here, then
 # FP4MOE_SRC=.snap there (.snap/COMMIT names the commit in the summary).
 #
 # Env: FP4MOE_BENCH_ARGS (extra benchmark flags, e.g. "--quick"), FP4MOE_SKIP_BENCH=1,
