@@ -36,6 +36,11 @@ expect "$linear" "usage: bench_linear" --no-such-flag
 expect "$streams" "--depth takes 1, 2, 4 or 8, got '3'" --depth 2,3
 expect "$streams" "--mb takes an integer in 1..4096, got '0'" --mb 0
 expect "$streams" "--streams takes an integer in 1..1048576, got 'x'" --streams 132,x
+expect "$streams" "--stages takes 2, 3, 4 or 6, got '5'" --stages 2,5
+expect "$streams" "--stages takes an integer in 2..6, got '7'" --stages 7
+expect "$streams" "--cta-warps takes an integer in 1..32, got '0'" --cta-warps 0
+expect "$streams" "--stage-ktiles takes an integer in 1..16, got '17'" --stage-ktiles 17
+expect "$streams" "--ctas takes an integer in 1..65536, got 'x'" --ctas x
 expect "$streams" "usage: bench_streams" --no-such-flag
 expect "$streams" "usage: bench_streams" --mb
 [ "$fails" = 0 ] || { echo "$fails case(s) failed"; exit 1; }
