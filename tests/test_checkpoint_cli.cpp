@@ -60,6 +60,13 @@ class CheckpointCli : public ::testing::Test {
 
 bool has(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
 
+// Rewrites the tiny checkpoint's config.json at ck with one field set to v.
+void set_config_field(const fs::path& ck, const std::string& field, const nlohmann::json& v) {
+  nlohmann::json cfg = test::tiny_v4_config();
+  cfg[field] = v;
+  test::write_text(ck / "config.json", cfg.dump(2));
+}
+
 TEST_F(CheckpointCli, QuantizeInspectDoctor) {
   test::SeededRng r;
   test::TempDir d;
@@ -174,9 +181,7 @@ TEST_F(CheckpointCli, RunRefusesMorePositionsThanTheContext) {
   test::TempDir d;
   const fs::path ck = d.path() / "ck";
   test::write_tiny_v4(ck, r.rng);
-  nlohmann::json cfg = test::tiny_v4_config();
-  cfg["max_position_embeddings"] = 16;
-  test::write_text(ck / "config.json", cfg.dump(2));
+  set_config_field(ck, "max_position_embeddings", 16);
   const CliRun ok = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 1,2,3,4 --max-new-tokens 12");
   EXPECT_EQ(ok.code, 0) << ok.out << ok.err;
   const CliRun g = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 1,2,3,4 --max-new-tokens 13");
@@ -225,9 +230,7 @@ TEST_F(CheckpointCli, DoctorAndRunRefuseAnUnusableConfigValue) {
   test::write_tiny_v4(ck, r.rng);
   const CliRun clean = fp4moe_run(d, "doctor --json " + ck.string());
   EXPECT_EQ(clean.code, 0) << clean.out;
-  nlohmann::json cfg = test::tiny_v4_config();
-  cfg["rms_norm_eps"] = 0.0;
-  test::write_text(ck / "config.json", cfg.dump(2));
+  set_config_field(ck, "rms_norm_eps", 0.0);
   const CliRun doc = fp4moe_run(d, "doctor --json " + ck.string());
   EXPECT_EQ(doc.code, 1) << doc.out << doc.err;
   const nlohmann::json j = nlohmann::json::parse(doc.out);
@@ -240,6 +243,30 @@ TEST_F(CheckpointCli, DoctorAndRunRefuseAnUnusableConfigValue) {
   EXPECT_EQ(g.code, 2);
   EXPECT_TRUE(has(g.err, (ck / "config.json").string()) && has(g.err, "rms_norm_eps must be > 0")) << g.err;
   EXPECT_FALSE(has(g.out, "generated")) << g.out;
+}
+
+// A dimension too large for any tensor's element count (hidden_size 2^40 overflowed int64 in the
+// expected shapes) is a config error naming the field; a dimension that fits but does not match
+// the weights names the tensor, the file that holds it and where the expected shape comes from.
+TEST_F(CheckpointCli, RunRefusesAnOversizedDimensionAndNamesTheMisshapenTensorsFile) {
+  test::SeededRng r;
+  test::TempDir d;
+  const fs::path ck = d.path() / "ck";
+  test::write_tiny_v4(ck, r.rng);
+  set_config_field(ck, "hidden_size", int64_t(1) << 40);
+  const CliRun doc = fp4moe_run(d, "doctor --json " + ck.string());
+  EXPECT_EQ(doc.code, 1) << doc.out << doc.err;
+  EXPECT_TRUE(has(doc.out, "hidden_size must be at most 1048576, got 1099511627776")) << doc.out;
+  const CliRun big = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 1,2 --max-new-tokens 2");
+  EXPECT_EQ(big.code, 2);
+  EXPECT_TRUE(has(big.err, (ck / "config.json").string()) && has(big.err, "hidden_size must be at most 1048576")) << big.err;
+  set_config_field(ck, "n_routed_experts", test::tiny_v4_config()["n_routed_experts"].get<int64_t>() + 1);
+  const CliRun mis = fp4moe_run(d, "run --model " + ck.string() + " --prompt-ids 1,2 --max-new-tokens 2");
+  EXPECT_EQ(mis.code, 2);
+  EXPECT_TRUE(has(mis.err, "ffn.gate.weight in " + (ck / "model.safetensors").string() + " has shape") &&
+              has(mis.err, "from the config"))
+      << mis.err;
+  EXPECT_FALSE(has(mis.out, "generated")) << mis.out;
 }
 
 // Finite weights whose products overflow fp32 (every head weight the largest finite bf16) give

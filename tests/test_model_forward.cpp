@@ -228,6 +228,8 @@ TEST(ModelForward, BadConfigsAreClearErrors) {
       {[](V4Config& x) { x.hc_sinkhorn_iters = kMaxSinkhornIters + 1; }, "hc_sinkhorn_iters must be at most 1000"},
       {[](V4Config& x) { x.max_position_embeddings = -5; }, "max_position_embeddings must be positive (or absent), got -5"},
       {[](V4Config& x) { x.num_hash_layers = -1; }, "num_hash_layers must be >= 0, got -1"},
+      {[](V4Config& x) { x.hidden_size = int64_t(1) << 40; }, "hidden_size must be at most 1048576, got 1099511627776"},
+      {[](V4Config& x) { x.hc_mult = kMaxConfigDimension + 1; }, "hc_mult must be at most 1048576, got 1048577"},
   };
   for (const auto& [set, needle] : bad) {
     c = tiny_v4_config();
@@ -238,6 +240,7 @@ TEST(ModelForward, BadConfigsAreClearErrors) {
   c = tiny_v4_config();
   c.hc_eps = 0;
   c.hc_sinkhorn_iters = kMaxSinkhornIters;
+  c.vocab_size = kMaxConfigDimension;
   EXPECT_NO_THROW(validate_v4_config(c));
 }
 

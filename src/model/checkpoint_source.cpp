@@ -25,6 +25,11 @@ bool CheckpointWeights::contains(const std::string& name) const {
   return linears_.count(name) != 0 || ckpt_->find(name).has_value();
 }
 
+std::string CheckpointWeights::locate(const std::string& name) const {
+  const auto ref = ckpt_->find(name);
+  return ref ? ref->file->path() : describe();
+}
+
 Matrix CheckpointWeights::matrix(const std::string& name) const {
   const auto it = linears_.find(name);
   if (it == linears_.end()) {

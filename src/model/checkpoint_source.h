@@ -26,6 +26,7 @@ class CheckpointWeights final : public WeightSource {
   HostTensor tensor(const std::string& name) const override;
   Matrix matrix(const std::string& name) const override;
   std::string describe() const override { return "checkpoint " + dir_; }
+  std::string locate(const std::string& name) const override;
 
   const io::Checkpoint& checkpoint() const { return *ckpt_; }
 

@@ -50,6 +50,8 @@ V4Config load_v4_config(const std::string& checkpoint_dir) {
 void validate_v4_config(const V4Config& c) {
   auto positive = [](int64_t v, const char* name) {
     if (v <= 0) bad(std::string(name) + " must be positive, got " + std::to_string(v));
+    if (v > kMaxConfigDimension)
+      bad(std::string(name) + " must be at most " + std::to_string(kMaxConfigDimension) + ", got " + std::to_string(v));
   };
   positive(c.vocab_size, "vocab_size");
   positive(c.hidden_size, "hidden_size");

@@ -31,6 +31,11 @@ std::vector<float> rope_inv_freq(const io::RopeParameters& r, int64_t rope_dim);
 V4Config load_v4_config(const std::string& checkpoint_dir);
 // The most Sinkhorn iterations accepted (each runs for every token of every layer).
 inline constexpr int64_t kMaxSinkhornIters = 1000;
+// The largest size accepted for any one dimension of the config (vocab_size, hidden_size,
+// the expert count, ...): 2^20, 8x DeepSeek-V4's largest (vocab_size 129280). It keeps every
+// tensor's element count, a product of at most three such sizes and small factors, far inside
+// int64 (a config with hidden_size 2^40 overflowed it).
+inline constexpr int64_t kMaxConfigDimension = int64_t(1) << 20;
 // Checks the invariants the forward relies on, and the real-valued settings' ranges (outside
 // them the forward would produce NaN or meaningless logits); throws std::invalid_argument
 // naming the field.

@@ -40,6 +40,8 @@ class WeightSource {
   virtual Matrix matrix(const std::string& name) const = 0;
   // For error messages: "checkpoint /path", "in-memory weights".
   virtual std::string describe() const = 0;
+  // For error messages about one tensor: the file that holds it where there is one.
+  virtual std::string locate(const std::string& name) const { (void)name; return describe(); }
 };
 
 // Tensors held in memory (tests, make-tiny).

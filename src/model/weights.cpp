@@ -39,12 +39,16 @@ class Loader {
     const std::string n = pick(names);
     HostTensor t = src_.tensor(n);
     int64_t want = 1;
-    for (int64_t d : shape) want *= d;
+    for (int64_t d : shape)
+      if (d < 0 || __builtin_mul_overflow(want, d, &want))
+        throw std::invalid_argument("tensor " + n + " in " + src_.locate(n) + ": the config's shape for it, " +
+                                    shape_str(shape) + ", has no int64 element count");
     if (t.numel() != want || int64_t(t.values.size()) != want)
-      throw std::invalid_argument("tensor " + n + " has shape " + shape_str(t.shape) + ", expected " + shape_str(shape));
+      throw std::invalid_argument("tensor " + n + " in " + src_.locate(n) + " has shape " + shape_str(t.shape) +
+                                  ", expected " + shape_str(shape) + " from the config");
     for (size_t i = 0; i < t.values.size(); ++i)
       if (!std::isfinite(t.values[i]))
-        throw std::invalid_argument("tensor " + n + " in " + src_.describe() + ": value " + std::to_string(i) +
+        throw std::invalid_argument("tensor " + n + " in " + src_.locate(n) + ": value " + std::to_string(i) +
                                     " is not finite; the model's outputs would be NaN (fp4moe doctor lists every finding)");
     return std::move(t.values);
   }
@@ -53,14 +57,14 @@ class Loader {
     const std::string n = pick(names);
     Matrix m = src_.matrix(n);
     if (m.rows != rows || m.cols != cols)
-      throw std::invalid_argument("tensor " + n + " has shape [" + std::to_string(m.rows) + ", " +
-                                  std::to_string(m.cols) + "], expected [" + std::to_string(rows) + ", " +
-                                  std::to_string(cols) + "]");
+      throw std::invalid_argument("tensor " + n + " in " + src_.locate(n) + " has shape [" + std::to_string(m.rows) +
+                                  ", " + std::to_string(m.cols) + "], expected [" + std::to_string(rows) + ", " +
+                                  std::to_string(cols) + "] from the config");
     validate_matrix(m.view());
     // A NaN scale or weight would make every output of the layer NaN, a negative scale flip
     // weights: refuse them here, as the CUDA backend's repacking does.
     if (const std::string bad = matrix_bad_value(m.view()); !bad.empty())
-      throw std::invalid_argument("tensor " + n + " in " + src_.describe() + ": " + bad + " (fp4moe doctor lists every finding)");
+      throw std::invalid_argument("tensor " + n + " in " + src_.locate(n) + ": " + bad + " (fp4moe doctor lists every finding)");
     return m;
   }
 
