@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "io/config.h"
 #include "io/safetensors.h"
 #include "util/test_util.h"
 #include "util/tiny_checkpoint.h"
@@ -119,6 +120,28 @@ TEST_F(CheckpointCli, QuantizeInspectDoctor) {
   EXPECT_TRUE(has(gen.err, "model.layers.2.ffn.experts.1.w2.weight")) << gen.err;
   EXPECT_TRUE(has(gen.err, "block scale [1, 1] is NaN (e4m3 0xFF)")) << gen.err;
   EXPECT_FALSE(has(gen.out, "generated")) << gen.out;
+}
+
+// run reads each layer's format from its tensors: a quantization config the doctor refuses
+// (MXFP4 with NVFP4's group size) does not stop it, but it is said on stderr, naming the file.
+TEST_F(CheckpointCli, RunWarnsOfAnUnreadableQuantizationConfig) {
+  test::SeededRng r;
+  test::TempDir d;
+  const fs::path in = d.path() / "bf16", out = d.path() / "nvfp4";
+  test::write_tiny_v4(in, r.rng);
+  ASSERT_EQ(fp4moe_run(d, "quantize " + in.string() + " " + out.string() + " --scheme nvfp4").code, 0);
+  const CliRun clean = fp4moe_run(d, "run --model " + out.string() + " --prompt-ids 1,2 --max-new-tokens 1");
+  ASSERT_EQ(clean.code, 0) << clean.err;
+  EXPECT_FALSE(has(clean.err, "warning")) << clean.err;
+  nlohmann::json hq = io::read_json_file(out / "hf_quant_config.json");
+  hq["quantization"]["quant_algo"] = "MXFP4";
+  test::write_text(out / "hf_quant_config.json", hq.dump(2));
+  EXPECT_EQ(fp4moe_run(d, "doctor " + out.string()).code, 2);
+  const CliRun g = fp4moe_run(d, "run --model " + out.string() + " --prompt-ids 1,2 --max-new-tokens 1");
+  EXPECT_EQ(g.code, 0) << g.err;
+  EXPECT_TRUE(has(g.err, "warning: ") && has(g.err, (out / "hf_quant_config.json").string()) && has(g.err, "group_size 16"))
+      << g.err;
+  EXPECT_TRUE(has(g.out, "generated")) << g.out;
 }
 
 // run --logits-out: the file holds "ids" (prompt + generated) and "logits" [P + N, vocab] whose

@@ -4,6 +4,7 @@
 // Prints the generated ids and tokens/s (prefill and decode separately). Refused (exit 2)
 // before loading: a --logits-out file that cannot be written; at load: stored values that would
 // make outputs NaN or infinite; before the generation: prompt + N past max_position_embeddings.
+// A quantization config that cannot be read is a warning: the tensors decide the formats.
 //
 // --logits-out writes an fp32 safetensors file: "logits" [P + N, vocab], row i being the
 // logits after token i of prompt + generated (every generated token is fed back, the last
@@ -20,7 +21,11 @@
 #include <memory>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.h"
+#include "io/config.h"
+#include "io/quant_scheme.h"
 #include "io/safetensors.h"
 #include "model/checkpoint_source.h"
 #include "model/model.h"
@@ -95,6 +100,21 @@ void check_logits_out(const std::string& path) {
   if (!existed) fs::remove(p, ec);
 }
 
+// Each layer's format comes from its tensors (weights/linear.h), so a quantization config that
+// cannot be read does not stop the run; it is said, since the doctor refuses such a checkpoint.
+void warn_on_unreadable_quant_config(const std::string& dir) {
+  try {
+    const std::filesystem::path cfg_path = std::filesystem::path(dir) / "config.json";
+    const nlohmann::json cfg = io::read_json_file(cfg_path);
+    (void)io::detect_quant_scheme(dir, &cfg);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr,
+                 "fp4moe: warning: %s; the weights were read by their own tensors' layout (fp4moe doctor checks the "
+                 "quantization config against them)\n",
+                 e.what());
+  }
+}
+
 int run_run(const RunArgs& a) {
   const std::vector<int32_t> prompt = parse_ids(a.prompt_ids);
   check_logits_out(a.logits_out);
@@ -109,6 +129,7 @@ int run_run(const RunArgs& a) {
   }
   model::LoadedCheckpoint lc = model::load_v4_checkpoint(a.model);
   const model::V4Config cfg = lc.config;
+  warn_on_unreadable_quant_config(a.model);
   // Positions past the model's context would run with rotary frequencies it was not trained
   // for: refused before the generation (the prompt and every new token, each fed back, take one
   // position each).
