@@ -83,7 +83,19 @@ TEST(ModelCheckpoint, QuantizedCheckpointsEqualQuantizingInMemory) {
     weights::QuantizeCheckpointOptions opt;
     opt.scheme = scheme;
     weights::quantize_checkpoint(io::Checkpoint::open(d.path / "tiny"), out, opt);
-    const LoadedCheckpoint q = load_v4_checkpoint(out);
+    // The load's progress: bytes read rise with each tensor or linear layer, against the
+    // checkpoint's tensor bytes, and end at (total, total); this model reads every tensor.
+    std::vector<std::pair<uint64_t, uint64_t>> steps;
+    const LoadedCheckpoint q = load_v4_checkpoint(out, [&](uint64_t done, uint64_t total) { steps.emplace_back(done, total); });
+    const uint64_t total = io::Checkpoint::open(out).total_tensor_bytes();
+    ASSERT_GT(steps.size(), 68u);  // at least one call per quantized linear layer
+    for (size_t i = 0; i < steps.size(); ++i) {
+      ASSERT_EQ(steps[i].second, total) << i;
+      ASSERT_LE(steps[i].first, total) << i;
+      if (i + 2 < steps.size()) ASSERT_LT(steps[i].first, steps[i + 1].first) << i;
+    }
+    EXPECT_EQ(steps.back().first, total);
+    EXPECT_EQ(steps[steps.size() - 2].first, total) << "a tensor of the checkpoint was not read, or read twice";
     EXPECT_EQ(q.weights.layers[1].moe.gate_up[0].fused.format,
               scheme == weights::TargetScheme::kNVFP4 ? MatrixFormat::kNVFP4 : MatrixFormat::kMXFP4);
     // NVFP4 experts keep one global scale per part of the fused gate|up matrix.

@@ -4,7 +4,8 @@
 // Prints the generated ids and tokens/s (prefill and decode separately). Refused (exit 2)
 // before loading: a --logits-out file that cannot be written; at load: stored values that would
 // make outputs NaN or infinite; before the generation: prompt + N past max_position_embeddings.
-// A quantization config that cannot be read is a warning: the tensors decide the formats.
+// A quantization config that cannot be read is a warning: the tensors decide the formats. On a
+// terminal, a progress bar on stderr follows the load.
 //
 // --logits-out writes an fp32 safetensors file: "logits" [P + N, vocab], row i being the
 // logits after token i of prompt + generated (every generated token is fed back, the last
@@ -24,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/progress.h"
 #include "io/config.h"
 #include "io/quant_scheme.h"
 #include "io/safetensors.h"
@@ -127,7 +129,9 @@ int run_run(const RunArgs& a) {
     if (const auto avail = model::available_memory_bytes(text); avail && std::filesystem::is_directory(a.model))
       model::check_memory_for(a.model, model::cpu_weight_bytes(io::Checkpoint::open(a.model)), *avail);
   }
-  model::LoadedCheckpoint lc = model::load_v4_checkpoint(a.model);
+  ProgressBar bar("loading weights");
+  model::LoadedCheckpoint lc = model::load_v4_checkpoint(a.model, [&](uint64_t d, uint64_t t) { bar.update(d, t); });
+  bar.done();
   const model::V4Config cfg = lc.config;
   warn_on_unreadable_quant_config(a.model);
   // Positions past the model's context would run with rotary frequencies it was not trained

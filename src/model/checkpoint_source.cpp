@@ -25,6 +25,12 @@ bool CheckpointWeights::contains(const std::string& name) const {
   return linears_.count(name) != 0 || ckpt_->find(name).has_value();
 }
 
+void CheckpointWeights::count(std::initializer_list<const std::optional<io::TensorRef>*> read) const {
+  for (const auto* t : read)
+    if (*t) bytes_read_ += (*t)->info->nbytes();
+  if (progress_) progress_(bytes_read_, total_bytes_);
+}
+
 std::string CheckpointWeights::locate(const std::string& name) const {
   const auto ref = ckpt_->find(name);
   return ref ? ref->file->path() : describe();
@@ -36,7 +42,10 @@ Matrix CheckpointWeights::matrix(const std::string& name) const {
     if (ckpt_->find(name)) throw std::invalid_argument("tensor " + name + " in " + describe() + " is not a 2-D linear weight");
     throw std::invalid_argument("missing tensor " + name + " in " + describe());
   }
-  return weights::load_matrix(it->second);
+  Matrix m = weights::load_matrix(it->second);
+  const weights::LinearTensors& l = it->second;
+  count({&l.weight, &l.scale, &l.global_scale, &l.input_scale});
+  return m;
 }
 
 HostTensor CheckpointWeights::tensor(const std::string& name) const {
@@ -60,10 +69,12 @@ HostTensor CheckpointWeights::tensor(const std::string& name) const {
       t.values[static_cast<size_t>(i)] = static_cast<float>(v);
     }
     t.dtype = StoredDtype::kI64;
+    count({&ref});
     return t;
   }
   t.values = io::tensor_to_f32(*ref);
   t.dtype = d == io::Dtype::kBF16 ? StoredDtype::kBF16 : StoredDtype::kF32;
+  count({&ref});
   return t;
 }
 
@@ -107,14 +118,17 @@ void check_memory_for(const std::filesystem::path& dir, uint64_t needed, uint64_
   throw std::invalid_argument(dir.string() + msg);
 }
 
-LoadedCheckpoint load_v4_checkpoint(const std::filesystem::path& dir) {
+LoadedCheckpoint load_v4_checkpoint(const std::filesystem::path& dir, const CheckpointWeights::Progress& progress) {
   std::error_code ec;
   if (std::filesystem::is_regular_file(dir, ec))
     throw std::invalid_argument(dir.string() + ": a file; a checkpoint is a folder holding config.json and its .safetensors files");
   LoadedCheckpoint lc;
   lc.config = load_v4_config(dir.string());
-  const CheckpointWeights src(dir);
+  CheckpointWeights src(dir);
+  src.on_progress(progress);
   lc.weights = load_v4_weights(lc.config, src);
+  // Tensors the model does not use (e.g. multi-token-prediction layers) are not read.
+  if (progress) progress(src.checkpoint().total_tensor_bytes(), src.checkpoint().total_tensor_bytes());
   return lc;
 }
 

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -30,10 +32,23 @@ class CheckpointWeights final : public WeightSource {
 
   const io::Checkpoint& checkpoint() const { return *ckpt_; }
 
+  // Progress of a load: f(bytes read, the checkpoint's tensor bytes) after every tensor or
+  // linear layer read (a linear's bytes are its weight and scale tensors).
+  using Progress = std::function<void(uint64_t, uint64_t)>;
+  void on_progress(Progress f) {
+    progress_ = std::move(f);
+    total_bytes_ = ckpt_->total_tensor_bytes();
+  }
+
  private:
+  void count(std::initializer_list<const std::optional<io::TensorRef>*> read) const;
+
   std::string dir_;
   std::unique_ptr<io::Checkpoint> ckpt_;
   std::map<std::string, weights::LinearTensors> linears_;  // by ".weight" name
+  Progress progress_;
+  uint64_t total_bytes_ = 0;
+  mutable uint64_t bytes_read_ = 0;
 };
 
 // What the CPU backend holds in memory for a checkpoint's weights, from its headers alone: each
@@ -53,6 +68,7 @@ struct LoadedCheckpoint {
   V4Config config;
   V4Weights weights;
 };
-LoadedCheckpoint load_v4_checkpoint(const std::filesystem::path& dir);
+// progress (optional): as CheckpointWeights::on_progress, ending at (total, total).
+LoadedCheckpoint load_v4_checkpoint(const std::filesystem::path& dir, const CheckpointWeights::Progress& progress = {});
 
 }  // namespace fp4moe::model
