@@ -9,6 +9,7 @@
 #include <optional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 #include <tuple>
@@ -171,6 +172,88 @@ TEST(ModelCheckpoint, NonFiniteWeightsAreRefusedNamingTheTensor) {
       EXPECT_NE(std::string(e.what()).find("not finite"), std::string::npos) << e.what();
     }
   }
+}
+
+// Routed experts under transformers' per-expert names (mlp.experts.E.gate_proj / up_proj /
+// down_proj, which quantize writes for a checkpoint of stacked experts) load as the saved names
+// do: the same logits bit for bit, in BF16 and, with their scale companions, in NVFP4.
+TEST(ModelCheckpoint, PerExpertTransformersNamesLoadAsTheSavedNames) {
+  TempDir d;
+  write_tiny_checkpoint(d.path / "tiny", 19);
+  weights::QuantizeCheckpointOptions opt;
+  opt.scheme = weights::TargetScheme::kNVFP4;
+  weights::quantize_checkpoint(io::Checkpoint::open(d.path / "tiny"), d.path / "nvfp4", opt);
+  for (const char* name : {"tiny", "nvfp4"}) {
+    const fs::path dir = d.path / name;
+    const LoadedCheckpoint saved = load_v4_checkpoint(dir);
+    std::vector<io::OwnedTensor> t = test::read_all(dir / "model.safetensors");
+    int renamed = 0;
+    for (io::OwnedTensor& x : t) {
+      std::string& n = x.spec.name;
+      const size_t at = n.find(".ffn.experts.");
+      if (at == std::string::npos || n.find(".w", at) == std::string::npos) continue;
+      n.replace(at, 5, ".mlp.");
+      for (const auto& [from, to] : {std::pair{".w1.", ".gate_proj."}, {".w3.", ".up_proj."}, {".w2.", ".down_proj."}})
+        if (const size_t w = n.find(from); w != std::string::npos) n.replace(w, 4, to);
+      ++renamed;
+    }
+    ASSERT_GE(renamed, 3 * 4 * 3) << name;  // 3 MoE layers x 4 experts x 3 matrices (more with scales)
+    io::write_safetensors(dir / "model.safetensors", t);
+    const LoadedCheckpoint hf = load_v4_checkpoint(dir);
+    const std::vector<float> a = logits_of(saved.config, saved.weights, kIds), b = logits_of(hf.config, hf.weights, kIds);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << name << " logit " << i;
+  }
+}
+
+// A plain tensor whose dtype or shape does not fit what it holds is refused by name: float
+// parameters stored as integers (they were read as the integers' values), expert ids stored
+// as floats (they were truncated), and shapes with the right element count but another layout.
+TEST(ModelCheckpoint, PlainTensorsOfAnotherDtypeOrLayoutAreRefused) {
+  TempDir d;
+  write_tiny_checkpoint(d.path / "tiny", 23);
+  const fs::path file = d.path / "tiny" / "model.safetensors";
+  const std::vector<io::OwnedTensor> clean = test::read_all(file);
+  auto plant = [&](const std::string& name, const std::function<void(io::OwnedTensor&)>& change, const std::string& needle) {
+    std::vector<io::OwnedTensor> t = clean;
+    bool found = false;
+    for (io::OwnedTensor& x : t)
+      if (x.spec.name == name) change(x), found = true;
+    ASSERT_TRUE(found) << name;
+    io::write_safetensors(file, t);
+    try {
+      load_v4_checkpoint(d.path / "tiny");
+      ADD_FAILURE() << "no error for " << name << " (" << needle << ")";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("tensor " + name + " in " + file.string()), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  const std::string sink = "model.layers.1.attn.attn_sink", ids = "model.layers.0.ffn.gate.tid2eid";
+  // F32 -> I32 with the same bytes (4 per value).
+  plant(sink, [](io::OwnedTensor& x) { ASSERT_EQ(x.spec.dtype, io::Dtype::kF32); x.spec.dtype = io::Dtype::kI32; },
+        "is stored as integers");
+  // I64 ids -> F32 values.
+  plant(ids, [](io::OwnedTensor& x) {
+          ASSERT_EQ(x.spec.dtype, io::Dtype::kI64);
+          std::vector<uint8_t> f(x.bytes.size() / 2);
+          for (size_t i = 0; i < f.size() / 4; ++i) {
+            int64_t v;
+            std::memcpy(&v, x.bytes.data() + i * 8, 8);
+            const float fv = static_cast<float>(v);
+            std::memcpy(f.data() + i * 4, &fv, 4);
+          }
+          x.bytes = f, x.spec.dtype = io::Dtype::kF32;
+        }, "is stored as floats");
+  // The same element count in another layout.
+  plant(ids, [](io::OwnedTensor& x) { std::swap(x.spec.shape[0], x.spec.shape[1]); }, "has shape [2, 512], expected [512, 2]");
+  plant("model.norm.weight", [](io::OwnedTensor& x) { x.spec.shape = {8, 8}; }, "has shape [8, 8], expected [64]");
+  // A size-1 dimension is not a different layout.
+  std::vector<io::OwnedTensor> t = clean;
+  for (io::OwnedTensor& x : t)
+    if (x.spec.name == "model.norm.weight") x.spec.shape = {1, 64};
+  io::write_safetensors(file, t);
+  EXPECT_NO_THROW(load_v4_checkpoint(d.path / "tiny"));
 }
 
 // The memory `run` checks before loading: a linear keeps its stored bytes (BF16 2, NVFP4 codes

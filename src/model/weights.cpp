@@ -18,6 +18,13 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return r + "]";
 }
 
+std::vector<int64_t> squeezed(const std::vector<int64_t>& s) {
+  std::vector<int64_t> r;
+  for (int64_t d : s)
+    if (d != 1) r.push_back(d);
+  return r;
+}
+
 // Looks tensors up under a list of candidate names (first = the canonical one).
 class Loader {
  public:
@@ -35,9 +42,19 @@ class Loader {
     return std::any_of(names.begin(), names.end(), [&](const std::string& n) { return src_.contains(n); });
   }
 
-  std::vector<float> vec(const std::vector<std::string>& names, std::vector<int64_t> shape) const {
+  // A plain tensor of the given shape (dimensions of size 1 aside: [1, n] reads as [n]). Its
+  // dtype must be an integer one for the integer tables (tid2eid) and a float one otherwise:
+  // integers read as float parameters (or floats as expert ids) would run, with wrong values.
+  std::vector<float> vec(const std::vector<std::string>& names, std::vector<int64_t> shape, bool integer = false) const {
     const std::string n = pick(names);
     HostTensor t = src_.tensor(n);
+    if ((t.dtype == StoredDtype::kI64) != integer)
+      throw std::invalid_argument("tensor " + n + " in " + src_.locate(n) + " is stored as " +
+                                  (integer ? "floats" : "integers") + "; it holds " +
+                                  (integer ? "expert ids (an integer dtype, I64 or I32)" : "float parameters (a float dtype)"));
+    if (squeezed(t.shape) != squeezed(shape))
+      throw std::invalid_argument("tensor " + n + " in " + src_.locate(n) + " has shape " + shape_str(t.shape) +
+                                  ", expected " + shape_str(shape) + " from the config");
     int64_t want = 1;
     for (int64_t d : shape)
       if (d < 0 || __builtin_mul_overflow(want, d, &want))
@@ -227,7 +244,7 @@ V4Weights load_v4_weights(const V4Config& c, const WeightSource& src) {
       m.bias = ld.vec(L(i, {"ffn.gate.bias", "mlp.gate.e_score_correction_bias"}), {E});
     } else {
       const std::vector<float> t = ld.vec(L(i, {"ffn.gate.tid2eid", "mlp.gate.tid2eid"}),
-                                          {c.vocab_size, c.num_experts_per_tok});
+                                          {c.vocab_size, c.num_experts_per_tok}, /*integer=*/true);
       m.tid2eid.resize(t.size());
       for (size_t k = 0; k < t.size(); ++k) {
         if (!(t[k] >= 0 && t[k] < float(E))) {
@@ -242,7 +259,7 @@ V4Weights load_v4_weights(const V4Config& c, const WeightSource& src) {
       }
     }
     const auto stacked_gu = L(i, {"mlp.experts.gate_up_proj", "ffn.experts.gate_up_proj"});
-    if (!ld.any(L(i, {"ffn.experts.0.w1.weight"})) && ld.any(stacked_gu)) {
+    if (!ld.any(L(i, {"ffn.experts.0.w1.weight", "mlp.experts.0.gate_proj.weight"})) && ld.any(stacked_gu)) {
       // transformers' in-memory layout: experts stacked in 3-D BF16 tensors, gate_up = [E, 2I, H]
       // (rows [0, I) gate, [I, 2I) up) and down = [E, H, I]; each expert becomes its own matrix.
       const std::vector<float> gu = ld.vec(stacked_gu, {E, 2 * I, H});
@@ -252,12 +269,18 @@ V4Weights load_v4_weights(const V4Config& c, const WeightSource& src) {
         m.down.push_back(make_bf16_matrix(&dn[static_cast<size_t>(e * H * I)], H, I));
       }
     }
-    for (int64_t e = 0; e < E && m.down.size() < size_t(E); ++e) {  // one tensor per expert (saved names)
-      const std::string p = "ffn.experts." + std::to_string(e) + ".";
-      const Matrix g = ld.mat(L(i, {(p + "w1.weight").c_str()}), I, H);
-      const Matrix u = ld.mat(L(i, {(p + "w3.weight").c_str()}), I, H);
+    for (int64_t e = 0; e < E && m.down.size() < size_t(E); ++e) {
+      // One tensor per expert: the saved names (ffn.experts.E.w1/w3/w2) or transformers' own
+      // (mlp.experts.E.gate/up/down_proj, as quantize writes them for a stacked checkpoint).
+      const std::string p = "ffn.experts." + std::to_string(e) + ".", q = "mlp.experts." + std::to_string(e) + ".";
+      auto names = [&](const char* saved, const char* hf) {
+        const std::string a = p + saved, b = q + hf;
+        return L(i, {a.c_str(), b.c_str()});
+      };
+      const Matrix g = ld.mat(names("w1.weight", "gate_proj.weight"), I, H);
+      const Matrix u = ld.mat(names("w3.weight", "up_proj.weight"), I, H);
       m.gate_up.push_back(join_gate_up(g, u));
-      m.down.push_back(ld.mat(L(i, {(p + "w2.weight").c_str()}), H, I));
+      m.down.push_back(ld.mat(names("w2.weight", "down_proj.weight"), H, I));
     }
     const Matrix sg = ld.mat(L(i, {"ffn.shared_experts.w1.weight", "mlp.shared_experts.gate_proj.weight"}), I, H);
     const Matrix su = ld.mat(L(i, {"ffn.shared_experts.w3.weight", "mlp.shared_experts.up_proj.weight"}), I, H);
