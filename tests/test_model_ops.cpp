@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "formats/codecs.h"
@@ -132,6 +133,20 @@ TEST(ModelOps, RouterScoresTopkAndWeights) {
   router_weights(s, idx, 2, 1.5f, ActDType::kF32, w);
   EXPECT_NEAR(w[0], s[2] / (s[2] + s[1]) * 1.5f, 1e-6f);
   EXPECT_NEAR(w[0] + w[1], 1.5f, 1e-6f);
+}
+
+// NaN scores (from NaN logits) rank last, as -inf, ties to the lower index; the sort's
+// comparator never sees a NaN (which would make its order undefined).
+TEST(ModelOps, RouterTopkRanksNaNKeysLast) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const float s[6] = {nan, 1.0f, 2.0f, nan, -inf, 0.5f};
+  int32_t idx[6];
+  router_topk(s, nullptr, 6, 6, ActDType::kF32, idx);
+  const int32_t want[6] = {2, 1, 5, 0, 3, 4};  // NaN and -inf keys tie: lower index first
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(idx[i], want[i]) << i;
+  router_topk(s, nullptr, 6, 2, ActDType::kBF16, idx);
+  EXPECT_EQ(idx[0], 2);
+  EXPECT_EQ(idx[1], 1);
 }
 
 TEST(ModelOps, SwigluClampsGateAboveAndUpBothWays) {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <set>
 #include <vector>
 
@@ -80,6 +81,26 @@ TEST(MoeRouterRef, V3SelectsOnlyInsideTheBestGroups) {
     const std::set<int> chosen = {gs[0].second, gs[1].second};
     for (int j = 0; j < 4; ++j) EXPECT_TRUE(chosen.count(ids[static_cast<size_t>(t * 4 + j)] / 8)) << "token " << t;
   }
+}
+
+// A -inf key inside the chosen groups (a -inf bias disabling an expert, or a NaN logit) still
+// ranks above every expert outside them: masking the others to -inf would let expert 0, of the
+// losing group, win the tie by its lower id.
+TEST(MoeRouterRef, V3NeverLeavesTheChosenGroupsOnMinusInfKeys) {
+  RouterParams p = params(RouterKind::kV3Grouped, 8, 4);
+  p.n_group = 2, p.topk_group = 1;  // groups {0..3}, {4..7}; the best one holds all 4 picks
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> logits = {0, 0, 0, 0, 5, 5, 5, 5, /* token 1 */ 0, 0, 0, 0, 5, 5, nan, 5};
+  std::vector<float> bias(8, 0.0f);
+  bias[7] = -inf;
+  std::vector<int32_t> ids(8);
+  std::vector<float> w(8);
+  cpu::moe_route(p, logits.data(), 2, bias.data(), nullptr, nullptr, ids.data(), w.data());
+  EXPECT_EQ(ids, (std::vector<int32_t>{4, 5, 6, 7, 4, 5, 6, 7}));  // -inf keys last, lower id first
+  // A group score of +inf + -inf (NaN: its two best keys) ranks as -inf, so group 1 wins.
+  bias = {inf, -inf, -inf, -inf, 0, 0, 0, 0};
+  cpu::moe_route(p, logits.data(), 1, bias.data(), nullptr, nullptr, ids.data(), w.data());
+  EXPECT_EQ(std::vector<int32_t>(ids.begin(), ids.begin() + 4), (std::vector<int32_t>{4, 5, 6, 7}));
 }
 
 TEST(MoeRouterRef, SoftmaxWeightsAreProbabilities) {

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 #include <tuple>
 #include <utility>
 
@@ -156,6 +157,46 @@ TEST(MoeRouters, EveryKindBitIdenticalToReference) {
     }
     check_case(c, 300);
   }
+}
+
+// V3 with -inf keys inside the chosen group (experts disabled by a -inf bias, a NaN logit): the
+// device picks the same experts as the reference, bit for bit, and never one outside the
+// chosen group (masking the others to -inf would hand the last picks to the lowest ids).
+TEST(MoeRouters, V3MinusInfKeysStayInTheChosenGroup) {
+  FP4MOE_REQUIRE_GPU();
+  test::SeededRng R;
+  MoeCase c;
+  c.hidden = 64;
+  c.inter = 64;
+  c.bias = false;
+  c.router.kind = cpu::RouterKind::kV3Grouped;
+  c.router.n_experts = 64, c.router.top_k = 6, c.router.n_group = 8, c.router.topk_group = 1;
+  MoeFixture f(c, R.rng);
+  f.bias.assign(64, 0.0f);
+  for (int e = 0; e < 64; ++e)
+    if (e % 8 >= 5) f.bias[static_cast<size_t>(e)] = -std::numeric_limits<float>::infinity();  // 5 live per group
+  f.dev->set_bias(f.bias);
+  const int64_t T = 64, K = 6;
+  std::vector<float> logits(static_cast<size_t>(T * 64), 0.0f);
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t g = t % 8;  // token t's best group
+    for (int i = 0; i < 8; ++i) logits[static_cast<size_t>(t * 64 + g * 8 + i)] = 4.0f + 0.25f * float(i % 3);
+    // A NaN logit on a disabled expert the 6 picks never reach (the picks: 5 live, then expert 5).
+    if (t % 3 == 0) logits[static_cast<size_t>(t * 64 + g * 8 + 7)] = std::numeric_limits<float>::quiet_NaN();
+  }
+  std::vector<int32_t> ids(static_cast<size_t>(T * K));
+  std::vector<float> w(static_cast<size_t>(T * K));
+  cpu::moe_route(c.router, logits.data(), T, f.bias.data(), nullptr, nullptr, ids.data(), w.data());
+  cuda::DeviceBuffer dl(logits.size() * 4);
+  dl.upload(logits.data(), logits.size() * 4);
+  cuda::MoeWorkspace ws = cuda::MoeWorkspace::create(*f.dev, T);
+  cuda::moe_route(*f.dev, dl.get<float>(), T, nullptr, nullptr, ws, nullptr);
+  cuda::check_cuda(cudaDeviceSynchronize(), "moe_route");
+  EXPECT_EQ(test::download_vec<int32_t>(ws.ids, ids.size()), ids);
+  const auto gw = test::download_vec<float>(ws.weights, w.size());
+  EXPECT_EQ(0, std::memcmp(gw.data(), w.data(), w.size() * 4)) << "routing weights differ from the reference";
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < K; ++j) EXPECT_EQ(ids[static_cast<size_t>(t * K + j)] / 8, t % 8) << "token " << t << " pick " << j;
 }
 
 TEST(MoeLayer, V3GroupedAndHashLayersMatchReference) {

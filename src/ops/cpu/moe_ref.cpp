@@ -123,14 +123,21 @@ void moe_route(const RouterParams& p, const float* logits, int64_t T, const floa
         for (int64_t g = 0; g < G; ++g) {
           int32_t two[2];
           topk_lower_id(key.data() + g * per, per, 2, two);
-          gscore[static_cast<size_t>(g)] = key[static_cast<size_t>(g * per + two[0])] + key[static_cast<size_t>(g * per + two[1])];
+          gscore[static_cast<size_t>(g)] =
+              nan_to_neg_inf(key[static_cast<size_t>(g * per + two[0])] + key[static_cast<size_t>(g * per + two[1])]);
         }
         std::vector<int32_t> gsel(static_cast<size_t>(p.topk_group));
         topk_lower_id(gscore.data(), G, p.topk_group, gsel.data());
-        std::vector<float> masked(static_cast<size_t>(E), -std::numeric_limits<float>::infinity());
-        for (int32_t g : gsel)
-          for (int64_t i = 0; i < per; ++i) masked[static_cast<size_t>(g * per + i)] = key[static_cast<size_t>(g * per + i)];
-        topk_lower_id(masked.data(), E, K, id);
+        // The candidates: the chosen groups' experts in ascending id, so that the top-k over
+        // them keeps ties to the lower id and never reaches an expert outside those groups.
+        std::vector<char> chosen(static_cast<size_t>(G), 0);
+        for (int32_t g : gsel) chosen[static_cast<size_t>(g)] = 1;
+        std::vector<int32_t> cand;
+        std::vector<float> ckey;
+        for (int64_t e = 0; e < E; ++e)
+          if (chosen[static_cast<size_t>(e / per)]) cand.push_back(static_cast<int32_t>(e)), ckey.push_back(key[static_cast<size_t>(e)]);
+        topk_lower_id(ckey.data(), static_cast<int64_t>(ckey.size()), K, id);
+        for (int64_t j = 0; j < K; ++j) id[j] = cand[static_cast<size_t>(id[j])];
         if (p.renormalize) {
           renorm_weights(s.data(), id, K, p.routed_scaling_factor, p.dt, w);
         } else {

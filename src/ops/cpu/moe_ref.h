@@ -13,7 +13,10 @@
 //   - Softmax routing selects on the logits (softmax is monotonic), so selection is exact.
 //     Its normalizer sums exp in the order of a 32-lane butterfly (lane l holds experts
 //     l, l+32, ...; then xor 16, 8, 4, 2, 1), the order of the device's warp reduction.
-//   - V3 group masking uses -inf for the experts outside the chosen groups (vLLM's choice).
+//   - V3: the top-k is taken among the chosen groups' experts only. Masking the others to -inf
+//     (vLLM's form) is the same except where a chosen expert's key is itself -inf (a -inf bias,
+//     a NaN logit): then a masked expert of a lower id would win the tie; here it never does.
+//     A group score that is NaN (+inf and -inf keys in one group) ranks as -inf.
 //
 // Layer numerics (DeepSeek-V4 spec section 8, transformers' grouped_mm path):
 //   [g|u] = rd(x . gate_up^T);  a = swiglu_clamped(g, u);  y = rd(a . down^T)

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <stdexcept>
 #include <vector>
@@ -20,7 +21,12 @@ void router_scores_sqrtsoftplus(const float* logits, int64_t n, ActDType dt, flo
 void router_topk(const float* scores, const float* bias, int64_t n_experts, int64_t k, ActDType dt, int32_t* idx) {
   if (k > n_experts || k <= 0) throw std::invalid_argument("router: top-k must be in [1, n_experts]");
   std::vector<float> key(static_cast<size_t>(n_experts));
-  for (int64_t e = 0; e < n_experts; ++e) key[static_cast<size_t>(e)] = round_act(scores[e] + (bias ? bias[e] : 0.0f), dt);
+  // A NaN key (a NaN logit from an overflowed activation) ranks below every other, as -inf:
+  // compared as NaN it would break the sort's ordering (undefined behaviour).
+  for (int64_t e = 0; e < n_experts; ++e) {
+    const float k_e = round_act(scores[e] + (bias ? bias[e] : 0.0f), dt);
+    key[static_cast<size_t>(e)] = std::isnan(k_e) ? -std::numeric_limits<float>::infinity() : k_e;
+  }
   std::vector<int32_t> order(static_cast<size_t>(n_experts));
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),

@@ -19,7 +19,8 @@ namespace fp4moe::cpu {
 
 // scores[n] from logits[n] (may alias).
 void router_scores_sqrtsoftplus(const float* logits, int64_t n, ActDType dt, float* scores);
-// idx[k]: the k largest rd(scores + bias) (bias may be null), in descending order.
+// idx[k]: the k largest rd(scores + bias) (bias may be null), in descending order; a NaN key
+// ranks as -inf (ties, among them, to the lower index).
 void router_topk(const float* scores, const float* bias, int64_t n_experts, int64_t k, ActDType dt, int32_t* idx);
 // weights[k] for the chosen experts.
 void router_weights(const float* scores, const int32_t* idx, int64_t k, float routed_scaling_factor, ActDType dt,

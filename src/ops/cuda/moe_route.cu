@@ -152,10 +152,12 @@ __global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRo
     return write_score_weights(a, lane, my_e, lane < K ? s[my_e] : 0.0f, true, ids, wts);
   } else {
     float key[kPerLane];
+    bool candidate[kPerLane];
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       const int e = lane + 32 * i;
       key[i] = e < E ? k_sm[warp][e] : -INFINITY;
+      candidate[i] = e < E;
     }
 
     if constexpr (KIND == MoeRouterKind::kV3Grouped) {
@@ -169,7 +171,7 @@ __global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRo
           if (v > m1) m2 = m1, m1 = v;
           else if (v > m2) m2 = v;
         }
-        g = Cand{__fadd_rn(m1, m2), lane};
+        g = Cand{nan_to_neg_inf(__fadd_rn(m1, m2)), lane};
       }
       unsigned chosen = 0;
       for (int j = 0; j < a.topk_group; ++j) {
@@ -177,10 +179,12 @@ __global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRo
         chosen |= 1u << b.id;
         if (lane == b.id) g = Cand{-INFINITY, INT_MAX};
       }
+      // Only the chosen groups' experts are candidates: a -inf key inside them still ranks
+      // above every expert outside them (masking those to -inf would let a lower id win).
 #pragma unroll
       for (int i = 0; i < kPerLane; ++i) {
         const int e = lane + 32 * i;
-        if (e < E && !((chosen >> (e / per)) & 1u)) key[i] = -INFINITY;
+        if (e < E && !((chosen >> (e / per)) & 1u)) candidate[i] = false;
       }
     }
 
@@ -190,7 +194,7 @@ __global__ void __launch_bounds__(kRouteWarps * 32) moe_route_kernel(const MoeRo
     // the winner's lane retires the winner and rebuilds its best. Lane j keeps round j's result.
     uint32_t okey[kPerLane];
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) okey[i] = lane + 32 * i < E ? ord_key(key[i]) : 0u;
+    for (int i = 0; i < kPerLane; ++i) okey[i] = candidate[i] ? ord_key(key[i]) : 0u;
     uint32_t bk, retired = 0;
     int bi;
     lane_best(okey, retired, bk, bi);
