@@ -18,10 +18,13 @@
 //     a NaN logit): then a masked expert of a lower id would win the tie; here it never does.
 //     A group score that is NaN (+inf and -inf keys in one group) ranks as -inf.
 //
-// Layer numerics (DeepSeek-V4 spec section 8, transformers' grouped_mm path):
+// Layer numerics (DeepSeek-V4 spec section 8):
 //   [g|u] = rd(x . gate_up^T);  a = swiglu_clamped(g, u);  y = rd(a . down^T)
-//   routed = rd(sum_k y_k * w_k)  (fp32 sum in routing order);  out = rd(routed + rd(shared))
-// with rd the activation dtype's rounding.
+//   routed = rd(sum_k y_k * w_k)  (fp32 products, fp32 sum in routing order);  out = rd(routed + rd(shared))
+// with rd the activation dtype's rounding. transformers' grouped_mm path (and the model's CPU
+// forward, model/moe.cpp, which follows it) rounds each product y_k * w_k to the activation
+// dtype before the fp32 sum; this layer does not, so in bf16 the two differ by rounding (up to
+// ~4e-3 relative L2 over a random layer's outputs).
 #pragma once
 
 #include <cstdint>
