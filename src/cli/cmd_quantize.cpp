@@ -1,5 +1,7 @@
 // `fp4moe quantize IN OUT --scheme nvfp4|mxfp4 [--experts-only]`: a BF16 checkpoint in, a
 // checkpoint in ModelOpt's layout out (see weights/quantize_checkpoint.h), tensor by tensor.
+// A refused run (a NaN or infinite value, nothing to quantize, an unusable OUT) exits 2 with
+// one line naming the file and tensor, and leaves OUT as it was.
 #include <cstdio>
 #include <memory>
 
@@ -22,9 +24,10 @@ struct QuantizeArgs {
 };
 
 int run_quantize(const QuantizeArgs& a) {
-  std::error_code ec;
-  if (std::filesystem::exists(a.out, ec) && !std::filesystem::is_empty(a.out, ec)) {
-    std::fprintf(stderr, "fp4moe: error: %s: output folder exists and is not empty\n", a.out.c_str());
+  // Checked before the input is opened too (quantize_checkpoint checks it again): a failed run
+  // leaves OUT as it was, so a rerun after fixing the input finds it absent or empty again.
+  if (const std::string why = weights::output_folder_problem(a.out); !why.empty()) {
+    std::fprintf(stderr, "fp4moe: error: %s: %s\n", a.out.c_str(), why.c_str());
     return kExitBadInput;
   }
   const io::Checkpoint in = io::Checkpoint::open(a.in);

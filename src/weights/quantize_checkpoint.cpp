@@ -1,6 +1,7 @@
 // BF16 -> NVFP4/MXFP4 checkpoint conversion (see quantize_checkpoint.h).
 #include "weights/quantize_checkpoint.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -53,14 +54,87 @@ bool quantizable(const LinearTensors& l, const QuantizeCheckpointOptions& opt) {
   return c != Component::kEmbedding && c != Component::kHead && c != Component::kRouter && c != Component::kMtp;
 }
 
-std::vector<uint8_t> bf16_bytes(const std::vector<float>& v) {
+// A value quantize will not write, refused as the NaN of a quantized layer is: naming the
+// input file, the tensor and the element (its index in the input tensor).
+[[noreturn]] void refuse_element(const io::TensorRef& t, int64_t element, const std::string& what, const std::string& why = "") {
+  throw io::CheckpointError(io::ErrorKind::kUnsupported, t.file->path(),
+                            "tensor '" + t.info->name + "': " + what + " at element " + std::to_string(element) + why);
+}
+
+const char* non_finite_name(float v) { return v != v ? "NaN" : v > 0 ? "Inf" : "-Inf"; }
+
+// Refuses the first NaN or infinity among the raw elements of a tensor copied unchanged.
+// Integer and boolean dtypes (tid2eid, packed codes) have no such values and pass.
+void check_copied_finite(const io::TensorRef& t) {
+  const std::span<const uint8_t> b = t.bytes();
+  const Dtype dt = t.info->dtype;
+  const size_t size = static_cast<size_t>(io::dtype_size(dt)), n = b.size() / size;
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* p = b.data() + i * size;
+    uint64_t u = 0;
+    for (size_t k = 0; k < size; ++k) u |= static_cast<uint64_t>(p[k]) << (8 * k);  // little-endian
+    const char* bad = nullptr;
+    switch (dt) {
+      case Dtype::kBF16:
+        if ((u & 0x7F80u) == 0x7F80u) bad = (u & 0x7Fu) ? "NaN" : (u & 0x8000u) ? "-Inf" : "Inf";
+        break;
+      case Dtype::kF16:
+        if ((u & 0x7C00u) == 0x7C00u) bad = (u & 0x3FFu) ? "NaN" : (u & 0x8000u) ? "-Inf" : "Inf";
+        break;
+      case Dtype::kF32:
+        if ((u & 0x7F800000u) == 0x7F800000u) bad = (u & 0x7FFFFFu) ? "NaN" : (u >> 31) ? "-Inf" : "Inf";
+        break;
+      case Dtype::kF64:
+        if ((u & 0x7FF0000000000000ull) == 0x7FF0000000000000ull)
+          bad = (u & 0xFFFFFFFFFFFFFull) ? "NaN" : (u >> 63) ? "-Inf" : "Inf";
+        break;
+      case Dtype::kF8_E4M3:  // e4m3fn: no infinity, NaN is S.1111.111
+        if ((u & 0x7Fu) == 0x7Fu) bad = "NaN";
+        break;
+      case Dtype::kF8_E5M2:
+        if ((u & 0x7Cu) == 0x7Cu) bad = (u & 0x3u) ? "NaN" : (u & 0x80u) ? "-Inf" : "Inf";
+        break;
+      case Dtype::kF8_E8M0:
+        if (u == 0xFFu) bad = "NaN";
+        break;
+      default:
+        return;  // not a floating-point dtype
+    }
+    if (bad) refuse_element(t, static_cast<int64_t>(i), bad);
+  }
+}
+
+// An F32 tensor as BF16, refusing a NaN or infinity and a finite value that rounds to an
+// infinity in BF16 (above 3.3961e38).
+std::vector<uint8_t> bf16_bytes(const io::TensorRef& t, const std::vector<float>& v) {
   std::vector<uint8_t> out(v.size() * 2);
   for (size_t i = 0; i < v.size(); ++i) {
+    if (!std::isfinite(v[i])) refuse_element(t, static_cast<int64_t>(i), non_finite_name(v[i]));
     const uint16_t h = bf16_from_float(v[i]);
+    if ((h & 0x7F80u) == 0x7F80u) {
+      char num[32];
+      std::snprintf(num, sizeof num, "%.9g", static_cast<double>(v[i]));
+      refuse_element(t, static_cast<int64_t>(i), num, " overflows BF16 (this tensor stays unquantized and is written as BF16)");
+    }
     std::memcpy(out.data() + 2 * i, &h, 2);
   }
   return out;
 }
+
+// Removes what a failed run wrote (see kQuantizeStagingDir): never throws.
+struct OutputCleanup {
+  fs::path staging;                  // removed whole, if this run created it
+  std::vector<fs::path> moved;       // files already moved from staging into the output folder
+  std::vector<fs::path> created;     // folders this run created (the output folder, parents), deepest first
+  bool armed = true;
+  ~OutputCleanup() {
+    if (!armed) return;
+    std::error_code ec;
+    if (!staging.empty()) fs::remove_all(staging, ec);
+    for (const fs::path& f : moved) fs::remove(f, ec);
+    for (const fs::path& d : created) fs::remove(d, ec);  // only empty folders go
+  }
+};
 
 Item quantize_item(const io::TensorRef& src, const std::string& module, int64_t row0, int64_t rows, int64_t cols, bool nv) {
   Item it;
@@ -121,11 +195,13 @@ QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const fs:
   // ---- plan -------------------------------------------------------------------------------
   QuantizeCheckpointResult res;
   std::vector<Item> items;
+  int64_t candidates = 0;  // linears of the kinds quantized (quantized, or kept for their shape)
   for (const LinearTensors& l : layout.linears) {
     const io::TensorRef& w = *l.weight;
     if (l.format != MatrixFormat::kBF16)
       throw io::CheckpointError(io::ErrorKind::kUnsupported, w.file->path(),
                                 "tensor '" + w.info->name + "' is already " + to_string(l.format) + ": quantize takes a BF16 checkpoint");
+    if (quantizable(l, opt)) ++candidates;
     if (quantizable(l, opt) && l.cols % block == 0) {
       if (w.info->dtype == Dtype::kF16)
         throw io::CheckpointError(io::ErrorKind::kUnsupported, w.file->path(), "tensor '" + w.info->name + "' is F16 (BF16 or F32 expected)");
@@ -162,11 +238,44 @@ QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const fs:
     shards.back().second = i + 1;
     cur += b;
   }
-  if (shards.empty()) throw io::CheckpointError(io::ErrorKind::kUnsupported, in.dir().string(), "the checkpoint holds no tensors");
+  const std::string in_name = in.is_single_file() && !in.files().empty() ? in.files().front()->path() : in.dir().string();
+  if (shards.empty()) throw io::CheckpointError(io::ErrorKind::kUnsupported, in_name, "the checkpoint holds no tensors");
+  // A run that quantizes nothing would write a checkpoint whose quantization config claims a
+  // scheme none of its layers has: refused.
+  if (res.quantized == 0) {
+    const std::string kind = opt.experts_only ? "routed-expert linear layers" : "linear layers";
+    throw io::CheckpointError(
+        io::ErrorKind::kUnsupported, in_name,
+        candidates > 0 ? "none of the checkpoint's " + std::to_string(candidates) + " " + kind + " has an input dimension divisible by " +
+                             std::to_string(block) + ": nothing to quantize to " + (nv ? "NVFP4" : "MXFP4")
+        : opt.experts_only ? "the checkpoint has no routed-expert linear layers (experts-only): nothing to quantize"
+                           : "the checkpoint has no linear layers to quantize (embeddings, the LM head, the router and MTP layers stay unquantized)");
+  }
 
+  // ---- the output folder ----------------------------------------------------------------------
+  // A failed run leaves the output folder as it found it, and an interrupted one leaves nothing
+  // that opens as a checkpoint. Everything (shards, index, configs, copied files) is written
+  // into the staging folder OUT/.fp4moe-quantize.partial and moved up into OUT by renames (no
+  // copying, one file system) only once all of it is written: the shards first, config.json
+  // last. On any exception, OutputCleanup removes the staging folder, the files already moved
+  // and the folders this run created (OUT and its missing parents). A run killed before the
+  // moves leaves only the hidden staging folder, which `fp4moe quantize` names when it refuses
+  // that OUT. OUT must be absent or empty, so nothing of another's is overwritten or removed.
+  if (const std::string why = output_folder_problem(out_dir); !why.empty())
+    throw io::CheckpointError(io::ErrorKind::kIo, out_dir.string(), why);
+  OutputCleanup cleanup;
   std::error_code ec;
+  for (fs::path p = out_dir; !p.empty() && fs::status(p, ec).type() == fs::file_type::not_found; p = p.parent_path()) {
+    cleanup.created.push_back(p);
+    if (p == p.parent_path()) break;
+  }
   fs::create_directories(out_dir, ec);
   if (ec) throw io::CheckpointError(io::ErrorKind::kIo, out_dir.string(), "cannot create the folder: " + ec.message());
+  const fs::path stage = out_dir / kQuantizeStagingDir;
+  if (!fs::create_directory(stage, ec) || ec)
+    throw io::CheckpointError(io::ErrorKind::kIo, stage.string(), "cannot create the staging folder: " + (ec ? ec.message() : "it exists"));
+  cleanup.staging = stage;
+  std::vector<std::string> written;  // file names in stage, in the order they move into out_dir
 
   // ---- write --------------------------------------------------------------------------------
   uint64_t total_in = 0, done_in = 0;
@@ -183,21 +292,20 @@ QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const fs:
         specs.push_back(t);
         weight_map[t.name] = name;
       }
-    io::SafetensorsWriter wr(out_dir / name, specs, {{"format", "pt"}});
+    io::SafetensorsWriter wr(stage / name, specs, {{"format", "pt"}});
     for (size_t i = shards[s].first; i < shards[s].second; ++i) {
       const Item& it = items[i];
       if (it.action == Action::kCopy) {
+        check_copied_finite(it.src);
         wr.write(it.out[0].name, it.src.bytes());
       } else if (it.action == Action::kToBf16) {
-        wr.write(it.out[0].name, bf16_bytes(io::tensor_to_f32(it.src)));
+        wr.write(it.out[0].name, bf16_bytes(it.src, io::tensor_to_f32(it.src)));
       } else {
         const std::vector<float> w = io::tensor_to_f32(it.src, it.row0 * it.cols, it.rows * it.cols);
         const int64_t rows = it.rows, cols = it.cols;
         Matrix m;
-        for (size_t k = 0; k < w.size(); ++k)
-          if (w[k] != w[k])
-            throw io::CheckpointError(io::ErrorKind::kUnsupported, it.src.file->path(),
-                                      "tensor '" + it.src.info->name + "': NaN at element " + std::to_string(k));
+        for (size_t k = 0; k < w.size(); ++k)  // the element's index in the (maybe stacked) input tensor
+          if (!std::isfinite(w[k])) refuse_element(it.src, it.row0 * it.cols + static_cast<int64_t>(k), non_finite_name(w[k]));
         try {
           m = nv ? quantize_nvfp4_weight(w.data(), rows, cols) : quantize_mxfp4(w.data(), rows, cols);
         } catch (const std::invalid_argument& e) {
@@ -217,33 +325,66 @@ QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const fs:
     wr.finish();
     res.bytes_out += wr.data_bytes();
     res.shards.push_back(name);
+    written.push_back(name);
   }
-  if (shards.size() > 1) io::write_shard_index(out_dir, weight_map, res.bytes_out);
+  if (shards.size() > 1) {
+    io::write_shard_index(stage, weight_map, res.bytes_out);
+    written.push_back("model.safetensors.index.json");
+  }
 
   // ---- configs and the other files ------------------------------------------------------------
-  const char* algo = nv ? "NVFP4" : "MXFP4";
-  nlohmann::ordered_json q = {{"quant_algo", algo}, {"kv_cache_quant_algo", nullptr}, {"group_size", block},
-                              {"exclude_modules", res.excluded}};
-  write_json(out_dir / "hf_quant_config.json",
-             {{"producer", {{"name", "fp4moe"}, {"version", opt.producer_version}}}, {"quantization", q}});
-  const fs::path cfg = in.dir() / "config.json";
-  if (fs::exists(cfg, ec)) {
-    nlohmann::ordered_json c = nlohmann::ordered_json::parse(io::read_json_file(cfg).dump());
-    nlohmann::ordered_json qc = q;
-    qc["quant_method"] = "modelopt";
-    c["quantization_config"] = qc;
-    write_json(out_dir / "config.json", c);
-  }
   if (!in.is_single_file())
     for (const auto& e : fs::directory_iterator(in.dir(), ec)) {
       const std::string f = e.path().filename().string();
       if (!e.is_regular_file() || e.path().extension() == ".safetensors" || f == "model.safetensors.index.json" ||
           f == "config.json" || f == "hf_quant_config.json")
         continue;
-      fs::copy_file(e.path(), out_dir / f, fs::copy_options::overwrite_existing, ec);
+      fs::copy_file(e.path(), stage / f, fs::copy_options::overwrite_existing, ec);
       if (ec) throw io::CheckpointError(io::ErrorKind::kIo, (out_dir / f).string(), "cannot copy: " + ec.message());
+      written.push_back(f);
     }
+  const char* algo = nv ? "NVFP4" : "MXFP4";
+  nlohmann::ordered_json q = {{"quant_algo", algo}, {"kv_cache_quant_algo", nullptr}, {"group_size", block},
+                              {"exclude_modules", res.excluded}};
+  write_json(stage / "hf_quant_config.json",
+             {{"producer", {{"name", "fp4moe"}, {"version", opt.producer_version}}}, {"quantization", q}});
+  written.push_back("hf_quant_config.json");
+  const fs::path cfg = in.dir() / "config.json";
+  if (fs::exists(cfg, ec)) {
+    nlohmann::ordered_json c = nlohmann::ordered_json::parse(io::read_json_file(cfg).dump());
+    nlohmann::ordered_json qc = q;
+    qc["quant_method"] = "modelopt";
+    c["quantization_config"] = qc;
+    write_json(stage / "config.json", c);
+    written.push_back("config.json");
+  }
+
+  // ---- everything is written: move it into out_dir, config.json last ----------------------------
+  for (const std::string& f : written) {
+    fs::rename(stage / f, out_dir / f, ec);
+    if (ec) throw io::CheckpointError(io::ErrorKind::kIo, (out_dir / f).string(), "cannot move from " + (stage / f).string() + ": " + ec.message());
+    cleanup.moved.push_back(out_dir / f);
+  }
+  fs::remove(stage, ec);
+  if (ec) throw io::CheckpointError(io::ErrorKind::kIo, stage.string(), "cannot remove the staging folder: " + ec.message());
+  cleanup.armed = false;
   return res;
+}
+
+std::string output_folder_problem(const fs::path& out_dir) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(out_dir, ec);
+  if (st.type() == fs::file_type::not_found) return "";
+  if (ec) return "cannot read the output folder: " + ec.message();
+  if (!fs::is_directory(st)) return "output path exists and is not a folder";
+  std::vector<std::string> names;
+  for (fs::directory_iterator d(out_dir, ec), end; !ec && d != end && names.size() < 2; d.increment(ec))
+    names.push_back(d->path().filename().string());
+  if (ec) return "cannot read the output folder: " + ec.message();
+  if (names.empty()) return "";
+  if (names.size() == 1 && names[0] == kQuantizeStagingDir)
+    return std::string("output folder holds ") + kQuantizeStagingDir + ", left by an interrupted quantize run: remove it";
+  return "output folder exists and is not empty";
 }
 
 }  // namespace fp4moe::weights

@@ -17,6 +17,16 @@
 // Memory stays bounded by the largest single tensor: the output plan (names, dtypes, shapes)
 // is computed from the input headers, each shard's header is written first, and tensors are
 // quantized and streamed one at a time.
+//
+// Refused, with a CheckpointError naming the file and tensor: a NaN or infinity in any
+// floating-point tensor written (quantized, converted to BF16 or copied; integer tensors such
+// as tid2eid are not checked), with its element index, and an F32 value that overflows BF16
+// when its tensor is converted; a run that would quantize no layer (say experts_only on a
+// checkpoint without routed experts), whose quantization config would claim a scheme no layer
+// has; an output folder that exists and is not empty. Output goes to the staging folder
+// OUT/.fp4moe-quantize.partial and moves into OUT only once complete, config.json last: a
+// failed run removes everything it wrote (and OUT, if it created it), and an interrupted one
+// leaves only the staging folder, never a checkpoint that looks complete.
 #pragma once
 
 #include <cstdint>
@@ -47,9 +57,17 @@ struct QuantizeCheckpointResult {
 };
 
 // progress(done_input_bytes, total_input_bytes). Throws CheckpointError on unusable input
-// (an already-quantized or F16 layer, a NaN weight), naming the tensor.
+// (an already-quantized or F16 layer, a NaN or infinite value, nothing to quantize), naming
+// the tensor, and on an unusable out_dir; out_dir is then as it was before the call.
 QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const std::filesystem::path& out_dir,
                                              const QuantizeCheckpointOptions& opt,
                                              const std::function<void(uint64_t, uint64_t)>& progress = {});
+
+// The staging folder inside the output folder (see above).
+inline constexpr const char* kQuantizeStagingDir = ".fp4moe-quantize.partial";
+
+// Why out_dir cannot take a quantized checkpoint ("output folder exists and is not empty", or
+// that it holds only the staging folder of an interrupted run), or "" if it is absent or empty.
+std::string output_folder_problem(const std::filesystem::path& out_dir);
 
 }  // namespace fp4moe::weights
