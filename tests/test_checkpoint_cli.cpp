@@ -122,6 +122,34 @@ TEST_F(CheckpointCli, QuantizeInspectDoctor) {
   EXPECT_FALSE(has(gen.out, "generated")) << gen.out;
 }
 
+// Without a config.json (a folder without one, or the .safetensors file itself) the JSON report
+// is the text report's: architecture null, one no-config warning, exit 0 (1 under --strict).
+TEST_F(CheckpointCli, DoctorJsonWithoutConfigJson) {
+  test::SeededRng r;
+  test::TempDir d;
+  const fs::path ck = d.path() / "ck";
+  test::write_tiny_v4(ck, r.rng);
+  fs::remove(ck / "config.json");
+  for (const fs::path& target : {ck, ck / "model.safetensors"}) {
+    SCOPED_TRACE(target.string());
+    const CliRun text = fp4moe_run(d, "doctor " + target.string());
+    EXPECT_EQ(text.code, 0) << text.out << text.err;  // the no-config warning only
+    const CliRun js = fp4moe_run(d, "doctor --json " + target.string());
+    ASSERT_EQ(js.code, text.code) << js.out << js.err;
+    const nlohmann::json j = nlohmann::json::parse(js.out);
+    EXPECT_TRUE(j["architecture"].is_null()) << js.out;
+    EXPECT_EQ(j["exit_code"], 0);
+    EXPECT_EQ(j["errors"], 0);
+    EXPECT_EQ(j["warnings"], 1);
+    ASSERT_EQ(j["findings"].size(), 1u) << js.out;
+    EXPECT_EQ(j["findings"][0]["check"], "no-config");
+    EXPECT_EQ(j["findings"][0]["severity"], "warning");
+    const CliRun strict = fp4moe_run(d, "doctor --json --strict " + target.string());
+    EXPECT_EQ(strict.code, 1) << strict.out << strict.err;
+    EXPECT_EQ(nlohmann::json::parse(strict.out)["exit_code"], 1);
+  }
+}
+
 // run reads each layer's format from its tensors: a quantization config the doctor refuses
 // (MXFP4 with NVFP4's group size) does not stop it, but it is said on stderr, naming the file.
 TEST_F(CheckpointCli, RunWarnsOfAnUnreadableQuantizationConfig) {

@@ -61,7 +61,9 @@ int run_doctor_cmd(const DoctorArgs& a) {
   if (a.json) {
     nlohmann::ordered_json j;
     j["path"] = a.dir;
-    j["architecture"] = cfg ? io::to_string(cfg->arch) : nullptr;
+    // null without a config.json: a null const char* must not reach the json's string constructor.
+    if (cfg) j["architecture"] = io::to_string(cfg->arch);
+    else j["architecture"] = nullptr;
     j["scheme"] = io::to_string(scheme.kind);
     j["linears"] = r.linears;
     j["block_scales_checked"] = r.block_scales_checked;

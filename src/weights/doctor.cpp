@@ -61,6 +61,17 @@ class Doctor {
     r_.findings.push_back({s, std::move(check), t.info->name, t.file->path(), std::move(msg)});
   }
 
+  // Runs the checks of one tensor: whatever one of them cannot read is a finding on that
+  // tensor, and the report goes on (one bad tensor never loses the others' findings).
+  template <class F>
+  void guarded(const TensorRef& t, F&& checks) {
+    try {
+      checks();
+    } catch (const std::exception& e) {
+      add(Severity::kError, "unreadable-tensor", t, std::string("the doctor could not check it: ") + e.what());
+    }
+  }
+
   // Returns whether some block scale is large enough for a code of its block to overflow fp32
   // by itself (MXFP4 ue8m0 2^126 or 2^127; fp32 FP8-block scales above FLT_MAX / 448).
   bool check_block_scales(const LinearTensors& l) {
@@ -77,11 +88,18 @@ class Doctor {
     const int sb = block_scale_bytes(l.scale_kind);
     const int64_t n = sb ? static_cast<int64_t>(bytes.size()) / sb : 0;
     const bool mx = l.format == MatrixFormat::kMXFP4 && l.scale_kind == ScaleKind::kUe8m0;
+    // An FP8-block ue8m0 scale 0x00 (2^-127) leaves at most 448 x 2^-127, a dead block: the
+    // e4m3 zero scale's finding. (MXFP4 has its own, the block-scale-range warning.)
+    const bool fp8_ue8m0 = l.format == MatrixFormat::kFP8Block && l.scale_kind == ScaleKind::kUe8m0;
     for (int64_t i = 0; i < n; ++i) {
       if (mx && bytes[i] != kUe8m0NaN && (bytes[i] < kMxfp4KernelScaleMin || bytes[i] > kMxfp4KernelScaleMax)) range.add(i);
       if (l.format != MatrixFormat::kNVFP4) {
         const double v = block_scale_value(l.scale_kind, bytes.data() + i * sb);
         may_overflow |= std::isfinite(v) && std::fabs(v) * (l.format == MatrixFormat::kFP8Block ? 448.0 : 6.0) > limit;
+      }
+      if (fp8_ue8m0 && bytes[i] == 0x00) {
+        zero.add(i);
+        continue;
       }
       switch (classify_block_scale(l.scale_kind, bytes.data() + i * sb)) {
         case BlockScaleClass::kNaN: nan.add(i); break;
@@ -124,12 +142,10 @@ class Doctor {
 
   // A hash-routing table (tid2eid, [vocab, top-k]) whose expert ids are outside [0, experts):
   // `run` refuses it at load. Integer tables only (I64 / I32, as the checkpoints store them).
+  static bool expert_id_dtype(io::Dtype d) { return d == io::Dtype::kI64 || d == io::Dtype::kI32; }
   void check_expert_ids(const TensorRef& t, int64_t experts) {
     const io::Dtype dt = t.info->dtype;
-    if (dt != io::Dtype::kI64 && dt != io::Dtype::kI32) {
-      add(Severity::kError, "tid2eid-range", t, std::string("is ") + io::to_string(dt) + ", expected I64 or I32 expert ids");
-      return;
-    }
+    if (!expert_id_dtype(dt)) return;  // check_plain_dtype reports it
     const auto bytes = t.bytes();
     const int64_t n = t.info->numel(), cols = t.info->shape.size() == 2 ? t.info->shape[1] : 1;
     Counts bad;
@@ -176,6 +192,36 @@ class Doctor {
             ", first at " + at + (shape.size() > 2 ? " (rows of the last dimension)" : "") + ": the outputs would be NaN");
   }
 
+  // The dtypes `run` reads a plain tensor in (model::CheckpointWeights::tensor and the loader
+  // of model/weights.cpp): I64 / I32 for the hash-routing tables (tid2eid), and for every other
+  // tensor a float dtype io::tensor_to_f32 reads (BF16, F32, F8_E4M3). Anything else run
+  // refuses at load: integers as float parameters, floats as expert ids, F16 or I16 at all.
+  static bool plain_float_dtype(io::Dtype d) { return d == io::Dtype::kBF16 || d == io::Dtype::kF32 || d == io::Dtype::kF8_E4M3; }
+  void check_plain_dtype(const TensorRef& t) {
+    const io::Dtype dt = t.info->dtype;
+    const std::string& n = t.info->name;
+    if (n.ends_with(".tid2eid")) {
+      if (!expert_id_dtype(dt))
+        add(Severity::kError, "tid2eid-range", t, std::string("is ") + io::to_string(dt) + ", expected I64 or I32 expert ids: `run` refuses it at load");
+      return;
+    }
+    if (plain_float_dtype(dt)) return;
+    add(Severity::kError, "dtype", t,
+        std::string("is ") + io::to_string(dt) +
+            (expert_id_dtype(dt) ? ", integers where `run` reads float parameters"
+                                 : ", which `run` cannot read as fp32") +
+            " (BF16, F32 or F8_E4M3): `run` refuses it at load");
+  }
+
+  // An unquantized linear weight: load_matrix reads BF16 and F32 only (F16 is refused).
+  void check_linear_dtype(const LinearTensors& l) {
+    const io::Dtype dt = l.weight->info->dtype;
+    if (l.format != MatrixFormat::kBF16 || dt == io::Dtype::kBF16 || dt == io::Dtype::kF32) return;
+    add(Severity::kError, "dtype", *l.weight,
+        std::string("unquantized weight stored as ") + io::to_string(dt) +
+            ": `run` reads BF16 or F32 only (F16 weights are not supported) and refuses it at load");
+  }
+
   void check_fp8_weight(const LinearTensors& l) {
     if (!opt_.scan_fp8_weights || l.format != MatrixFormat::kFP8Block) return;
     const auto bytes = l.weight->bytes();
@@ -195,8 +241,18 @@ class Doctor {
       add(Severity::kError, "global-scale", g, std::string("is ") + io::to_string(g.info->dtype) + " " + shape_str(g.info->shape) + ", expected one F32 value");
       return;
     }
+    // Read as `run` reads it (linear_global_scale: io::scalar_f32, shape [] or [1]), so that
+    // the doctor accepts exactly the shapes run accepts and reports the others.
+    float v = 0.0f;
+    try {
+      v = io::scalar_f32(g);
+    } catch (const io::CheckpointError&) {
+      add(Severity::kError, "global-scale", g,
+          std::string("is ") + io::to_string(g.info->dtype) + " " + shape_str(g.info->shape) +
+              ", expected an F32 scalar (shape [] or [1]): `run` refuses it at load");
+      return;
+    }
     ++r_.global_scales_checked;
-    const float v = io::scalar_f32(g);
     const std::string name = l.global_is_reciprocal ? "weight_global_scale " : "weight_scale_2 ";
     if (std::string why = bad_scalar(v); !why.empty()) {
       add(Severity::kError, "global-scale", g, name + why);
@@ -217,7 +273,10 @@ class Doctor {
       return;
     }
     ++r_.global_scales_checked;
-    const float raw = io::scalar_f32(t);
+    // `run` does not read input scales (weights/linear.cpp only attaches them), so any shape
+    // of one F32 value is that value.
+    float raw = 0.0f;
+    std::memcpy(&raw, t.bytes().data(), 4);
     if (std::string why = bad_scalar(raw); !why.empty()) {
       const bool overflow = why.find("reciprocal") != std::string::npos || why.find("denormal") != std::string::npos;
       add(Severity::kError, overflow ? "input-scale-overflow" : "input-scale", t,
@@ -469,12 +528,15 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
   for (const LinearTensors& l : layout.linears) {
     ++r.linears;
     by_canon[canonical_name(l.module)] = &l;
-    const bool may_overflow = l.scale && d.check_block_scales(l);
-    d.check_fp8_weight(l);
-    d.check_float_tensor(*l.weight);
-    d.check_global(l);
-    d.check_representable(l, may_overflow);
-    d.check_input(l);
+    d.guarded(*l.weight, [&] {
+      d.check_linear_dtype(l);
+      const bool may_overflow = l.scale && d.check_block_scales(l);
+      d.check_fp8_weight(l);
+      d.check_float_tensor(*l.weight);
+      d.check_global(l);
+      d.check_representable(l, may_overflow);
+      d.check_input(l);
+    });
     if (scheme.kind != io::SchemeKind::kDeepSeekNative && component_of(canonical_name(l.module)) != Component::kEmbedding) {
       const std::string want = scheme.algo_for(l.module), have = actual_algo(l);
       if (want != have)
@@ -487,7 +549,10 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
     if (progress) progress(done, total);
   }
   for (const io::TensorRef& t : layout.plain) {
-    d.check_float_tensor(t);
+    d.guarded(t, [&] {
+      if (component_of(canonical_name(t.info->name)) != Component::kMtp) d.check_plain_dtype(t);  // run never reads MTP layers
+      d.check_float_tensor(t);
+    });
     done += plain_bytes(t);
     if (progress && plain_bytes(t)) progress(done, total);
   }

@@ -1,11 +1,13 @@
 // `fp4moe doctor`: every check that stands between a checkpoint and a silent wrong answer.
 // Each finding names the tensor, its file and what is wrong.
 //
-//   global-scale      weight_scale_2 / weight_global_scale NaN, Inf, zero, negative, denormal,
+//   global-scale      weight_scale_2 / weight_global_scale not an F32 scalar as `run` reads it
+//                     (io::scalar_f32: shape [] or [1]); NaN, Inf, zero, negative, denormal,
 //                     with a reciprocal that is not a finite normal number, or so large that
 //                     the largest weights (6 x 448 x scale) overflow fp32
 //   block-scale-*     e4m3 block scales: NaN codes (S.1111.111), negative, zero; denormal ones
-//                     are a warning (fewer mantissa bits); ue8m0 NaN codes (0xFF); fp32 FP8-block
+//                     are a warning (fewer mantissa bits); ue8m0 NaN codes (0xFF); FP8-block ue8m0
+//                     0x00 (2^-127, a dead block: block-scale-zero, as an e4m3 zero); fp32 FP8-block
 //                     scales that are NaN, Inf, zero, negative or denormal; MXFP4 ue8m0 scales
 //                     outside 2^-63..2^63 are a warning (block-scale-range: the CUDA kernels
 //                     refuse such a block unless its codes are all zero)
@@ -16,7 +18,8 @@
 //   weight-nan        e4m3 NaN codes in FP8 weights (with scan_fp8_weights: it reads them all)
 //   weight-nonfinite  NaN or Inf in BF16 / F32 tensors: unquantized weights, norms,
 //                     embeddings, biases (also with scan_fp8_weights)
-//   input-scale       NaN/Inf/zero/negative/denormal, 1/input_scale overflowing fp32 (error), or so
+//   input-scale       not one F32 value (any shape of one element: `run` does not read it);
+//                     NaN/Inf/zero/negative/denormal, 1/input_scale overflowing fp32 (error), or so
 //                     small that activations of a typical magnitude saturate (warning)
 //   fused-global-scale  gate/up (w1/w3) and q_a/kv (wq_a/wkv) parts with different global scales
 //                     (warning: fp4moe keeps one per part; the message gives the error a runtime
@@ -25,7 +28,15 @@
 //                     Qwen3-MoE) and
 //                     between a weight and its companions
 //   scheme-mismatch   a layer stored in another format than the quantization config says
-//   tid2eid-range     DeepSeek-V4 hash-routing tables holding expert ids outside [0, experts)
+//   tid2eid-range     DeepSeek-V4 hash-routing tables holding expert ids outside [0, experts), or
+//                     stored in another dtype than I64 / I32
+//   dtype             a tensor in a dtype `run` refuses at load: an unquantized linear weight not
+//                     BF16 / F32 (F16), a plain tensor (norm, bias, sink, hc_*, ape...) not BF16,
+//                     F32 or F8_E4M3 (F16, I16, or integers read as float parameters); MTP tensors,
+//                     which run never reads, aside. (scan_layout also reports companions of the
+//                     wrong dtype under this name.)
+//   unreadable-tensor a tensor one of the checks above could not read (its message says why);
+//                     the other tensors are still checked
 // Errors make `doctor` exit 1; warnings are reported and, with --strict, count as errors.
 #pragma once
 
