@@ -597,6 +597,22 @@ TEST(Doctor, EveryFindingFromAPlantedFault) {
                  "shape-mismatch", "model.norm.weight");
   expect_finding(run([&](auto& t) { named(t, "head.weight") = {{"head.weight", io::Dtype::kBF16, {64, 32}}, std::vector<uint8_t>(64 * 32 * 2)}; }),
                  "shape-mismatch", "head.weight");
+  // A plain tensor's size-1 dimensions are not a different layout (run reads [1, n] as [n]);
+  // the same values transposed are.
+  {
+    const std::string sink = "model.layers.1.attn.attn_sink", fn = "model.layers.0.hc_attn_fn";
+    const auto one = run([&](auto& t) {
+      ASSERT_EQ(named(t, sink).spec.shape.size(), 1u);
+      named(t, sink).spec.shape.insert(named(t, sink).spec.shape.begin(), 1);
+    });
+    EXPECT_EQ(one.errors(), 0) << errors_of(one);
+    expect_finding(run([&](auto& t) {
+                     std::vector<int64_t>& sh = named(t, fn).spec.shape;
+                     ASSERT_EQ(sh.size(), 2u);
+                     std::swap(sh[0], sh[1]);
+                   }),
+                   "shape-mismatch", fn);
+  }
   expect_finding(run([&](auto& t) {
                    io::OwnedTensor& s = named(t, m + ".weight_scale");
                    s.spec.shape = {16, 8};

@@ -588,7 +588,16 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
                               std::string("expected by ") + cfg + " (" + (e.linear ? "linear " : "") + shape_str(e.shape) + "), not in the checkpoint"});
         continue;
       }
-      if (!it->second.shape.empty() && it->second.shape != e.shape)
+      // Plain tensors compare with their dimensions of size 1 aside ([1, n] holds an [n]), as
+      // run's loader reads them; linear layers compare exactly.
+      auto squeezed = [&](const std::vector<int64_t>& s) {
+        if (e.linear) return s;
+        std::vector<int64_t> q;
+        for (int64_t v : s)
+          if (v != 1) q.push_back(v);
+        return q;
+      };
+      if (!it->second.shape.empty() && squeezed(it->second.shape) != squeezed(e.shape))
         d.add(Severity::kError, "shape-mismatch", it->second.ref,
               (e.linear ? "linear is " : "tensor is ") + shape_str(it->second.shape) + ", " + cfg + " implies " + shape_str(e.shape));
       else if (config->v4 && e.name.ends_with(".tid2eid"))
