@@ -196,6 +196,22 @@ void expect_error(const std::function<void()>& f, const std::string& needle) {
   }
 }
 
+// An FP8 block-scaled wo_a whose output groups cut a 128-row scale block (o_lora_rank 96: the
+// second group starts at row 96 and ends past 128) cannot be split per group: refused naming
+// the tensor and the config values, not with a bare slicing error.
+TEST(ModelForward, Fp8WoAGroupsAcrossAScaleBlockAreRefusedByName) {
+  V4Config c = tiny_v4_config();
+  c.o_lora_rank = 96;
+  InMemoryWeights w = make_tiny_weights(c, 5);
+  const std::string n = "model.layers.0.attn.wo_a.weight";
+  Matrix& m = w.matrices.at(n);
+  ASSERT_EQ(m.rows, 2 * 96);
+  std::vector<float> v(static_cast<size_t>(m.rows * m.cols));
+  cpu::dequantize(m.view(), v.data());
+  m = quantize_fp8_block(v.data(), m.rows, m.cols, ScaleKind::kF32);
+  expect_error([&] { load_v4_weights(c, w); }, "tensor " + n + " in in-memory weights: its 2 groups of o_lora_rank 96 rows cannot be split");
+}
+
 TEST(ModelForward, BadConfigsAreClearErrors) {
   V4Config c = tiny_v4_config();
   c.o_groups = 3;

@@ -215,9 +215,15 @@ V4Weights load_v4_weights(const V4Config& c, const WeightSource& src) {
     a.wkv = ld.mat(L(i, {"attn.wkv.weight", "self_attn.kv_proj.weight"}), D, H);
     a.kv_norm = ld.vec(L(i, {"attn.norm.weight", "attn.kv_norm.weight", "self_attn.kv_norm.weight"}), {D});
     const int64_t group_in = nh * D / c.o_groups;
-    const Matrix wo_a = ld.mat(L(i, {"attn.wo_a.weight", "self_attn.o_a_proj.weight"}), c.o_groups * c.o_lora_rank,
-                               group_in);
-    for (int64_t g = 0; g < c.o_groups; ++g) a.wo_a.push_back(matrix_row_slice(wo_a, g * c.o_lora_rank, c.o_lora_rank));
+    const auto wo_a_names = L(i, {"attn.wo_a.weight", "self_attn.o_a_proj.weight"});
+    const Matrix wo_a = ld.mat(wo_a_names, c.o_groups * c.o_lora_rank, group_in);
+    try {  // one matrix per output group (an FP8 block-scaled wo_a needs o_lora_rank % 128 == 0)
+      for (int64_t g = 0; g < c.o_groups; ++g) a.wo_a.push_back(matrix_row_slice(wo_a, g * c.o_lora_rank, c.o_lora_rank));
+    } catch (const std::invalid_argument& e) {
+      const std::string n = ld.pick(wo_a_names);
+      throw std::invalid_argument("tensor " + n + " in " + src.locate(n) + ": its " + std::to_string(c.o_groups) +
+                                  " groups of o_lora_rank " + std::to_string(c.o_lora_rank) + " rows cannot be split: " + e.what());
+    }
     a.wo_b = ld.mat(L(i, {"attn.wo_b.weight", "self_attn.o_b_proj.weight"}), H, c.o_groups * c.o_lora_rank);
     a.sinks = ld.vec(L(i, {"attn.attn_sink", "self_attn.sinks", "attn.sinks"}), {nh});
     if (at != AttnType::kSliding) {
