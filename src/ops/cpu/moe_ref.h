@@ -17,6 +17,10 @@
 //     (vLLM's form) is the same except where a chosen expert's key is itself -inf (a -inf bias,
 //     a NaN logit): then a masked expert of a lower id would win the tie; here it never does.
 //     A group score that is NaN (+inf and -inf keys in one group) ranks as -inf.
+//   - Non-finite inputs: a NaN key ranks as -inf, so ids stay in range and deterministic; the
+//     weights are not sanitized: a selected NaN score, or a +inf one (inf / inf), and softmax
+//     over +inf or all -inf logits give NaN weights, so bad logits show in the output rather
+//     than being hidden by a plausible routing.
 //
 // Layer numerics (DeepSeek-V4 spec section 8):
 //   [g|u] = rd(x . gate_up^T);  a = swiglu_clamped(g, u);  y = rd(a . down^T)
