@@ -704,8 +704,8 @@ TEST(Doctor, Ue8m0AndFp32BlockScales) {
   EXPECT_EQ(rep.block_scales_checked, 128 * 2 + 8);
   EXPECT_FALSE(got.count("weight-nan b.weight"));
 
-  // An e4m3 NaN code in the FP8 weight itself, and non-finite BF16 / F32 values (an unquantized
-  // weight, a norm), found when the weights are scanned.
+  // An e4m3 NaN code in the FP8 weight itself, and non-finite BF16 / F32 / F8 values (an
+  // unquantized weight, a norm, a bias), found when the weights are scanned.
   f8.data[3 * 512 + 7] = 0xFF;
   std::vector<uint8_t> bfw(4 * 8 * 2, 0x3F), norm(16 * 4, 0);
   bfw[2 * (2 * 8 + 3)] = 0x80, bfw[2 * (2 * 8 + 3) + 1] = 0x7F;  // bf16 0x7F80 = +inf at [2, 3]
@@ -714,7 +714,8 @@ TEST(Doctor, Ue8m0AndFp32BlockScales) {
   io::write_safetensors(d.path() / "m.safetensors", {{{"b.weight", io::Dtype::kF8_E4M3, {256, 512}}, f8.data},
                                                      {{"b.weight_scale_inv", io::Dtype::kF32, {2, 4}}, f8.scales},
                                                      {{"c.weight", io::Dtype::kBF16, {4, 8}}, bfw},
-                                                     {{"n.weight", io::Dtype::kF32, {16}}, norm}});
+                                                     {{"n.weight", io::Dtype::kF32, {16}}, norm},
+                                                     {{"p.bias", io::Dtype::kF8_E4M3, {8}}, {0x38, 0x38, 0x7F, 0x38, 0, 0, 0, 0}}});
   weights::DoctorOptions scan;
   scan.scan_fp8_weights = true;
   const weights::DoctorReport rep2 = weights::run_doctor(io::Checkpoint::open(d.path()), nullptr, io::QuantScheme{}, scan);
@@ -729,12 +730,15 @@ TEST(Doctor, Ue8m0AndFp32BlockScales) {
   std::map<std::string, std::string> found;
   for (const auto& f : rep2.findings)
     if (f.check == "weight-nonfinite") found[f.tensor] = f.message;
-  EXPECT_EQ(found.size(), 2u);
+  EXPECT_EQ(found.size(), 3u);
+  EXPECT_NE(found["p.bias"].find("1 NaN or infinite F8_E4M3 value, first at [2]"), std::string::npos) << found["p.bias"];
   EXPECT_NE(found["c.weight"].find("1 NaN or infinite BF16 value, first at [2, 3]"), std::string::npos) << found["c.weight"];
   EXPECT_NE(found["n.weight"].find("1 NaN or infinite F32 value, first at [5]"), std::string::npos) << found["n.weight"];
-  // Without --scan-weights they are not read.
+  // Without --scan-weights the linear weights are not read; plain tensors (the norm) always are.
+  std::vector<std::string> unscanned;
   for (const auto& f : weights::run_doctor(io::Checkpoint::open(d.path()), nullptr, io::QuantScheme{}).findings)
-    EXPECT_NE(f.check, "weight-nonfinite");
+    if (f.check == "weight-nonfinite") unscanned.push_back(f.tensor);
+  EXPECT_EQ(unscanned, (std::vector<std::string>{"n.weight", "p.bias"}));
 }
 
 // Tiny Qwen3-MoE and DeepSeek-V3 checkpoints in transformers naming, names written by hand from

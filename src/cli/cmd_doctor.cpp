@@ -109,7 +109,7 @@ void register_doctor(CLI::App& app, int& exit_code) {
   cmd->add_flag("--json", a->json, "Print a machine-readable report");
   cmd->add_flag("--strict", a->strict, "Count warnings as findings");
   cmd->add_flag("--scan-weights", a->scan_weights,
-                "Also read every FP8 weight byte for e4m3 NaN codes and every BF16/F32 tensor for NaN or Inf (reads the whole checkpoint)");
+                "Also read every FP8 weight byte for e4m3 NaN codes and every BF16/F32 linear weight for NaN or Inf (reads the whole checkpoint)");
   cmd->add_flag("--verbose", a->verbose, "List every finding (the text report shows 5 per check)");
   cmd->add_option("--typical-act-amax", a->typical_act_amax,
                   "Activation magnitude that an input_scale must not saturate (default 1)")->check(CLI::PositiveNumber);

@@ -171,9 +171,13 @@ class Doctor {
   // NaN or Inf values in a BF16 or F32 tensor (an unquantized weight, a norm, an embedding, a
   // bias; the dtypes io::tensor_to_f32 reads): `run` refuses them at load; with
   // scan_fp8_weights the doctor finds them all first.
+  // NaN or Inf values that `run` refuses at load. Plain tensors (norms, biases, hc_*, ape, sinks:
+  // small beside the weights) are always read, F8_E4M3 ones too; unquantized linear weights
+  // (embeddings, the head, routers: the large ones) only with scan_fp8_weights.
   static bool float_dtype(io::Dtype d) { return d == io::Dtype::kBF16 || d == io::Dtype::kF32; }
-  void check_float_tensor(const TensorRef& t) {
-    if (!opt_.scan_fp8_weights || !float_dtype(t.info->dtype)) return;
+  void check_float_tensor(const TensorRef& t, bool plain) {
+    const io::Dtype dt = t.info->dtype;
+    if (!(float_dtype(dt) || (plain && dt == io::Dtype::kF8_E4M3)) || (!plain && !opt_.scan_fp8_weights)) return;
     const int64_t n = t.info->numel();
     constexpr int64_t kChunk = int64_t{1} << 20;  // values converted at a time (io::tensor_to_f32)
     Counts bad;
@@ -532,7 +536,7 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
       d.check_linear_dtype(l);
       const bool may_overflow = l.scale && d.check_block_scales(l);
       d.check_fp8_weight(l);
-      d.check_float_tensor(*l.weight);
+      d.check_float_tensor(*l.weight, /*plain=*/false);
       d.check_global(l);
       d.check_representable(l, may_overflow);
       d.check_input(l);
@@ -551,7 +555,7 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
   for (const io::TensorRef& t : layout.plain) {
     d.guarded(t, [&] {
       if (component_of(canonical_name(t.info->name)) != Component::kMtp) d.check_plain_dtype(t);  // run never reads MTP layers
-      d.check_float_tensor(t);
+      d.check_float_tensor(t, /*plain=*/true);
     });
     done += plain_bytes(t);
     if (progress && plain_bytes(t)) progress(done, total);
