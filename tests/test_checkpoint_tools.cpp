@@ -291,6 +291,20 @@ TEST(QuantizeCheckpoint, ExpertsOnlyMxfp4AndShards) {
   const io::ModelConfig cfg = io::load_model_config(q->out());
   const weights::DoctorReport rep = weights::run_doctor(out, &cfg, io::detect_quant_scheme(q->out(), nullptr));
   EXPECT_EQ(rep.errors(), 0) << (rep.findings.empty() ? "" : rep.findings[0].message);
+  for (const weights::Finding& f : rep.findings) EXPECT_NE(f.check, "stray-file") << f.file;
+  // A .safetensors file the index does not name (an older shard beside the new ones) is read
+  // by no command: a warning naming it.
+  const fs::path stray = q->out() / "model-old-00001.safetensors";
+  fs::copy_file(q->out() / q->result.shards[0], stray);
+  const weights::DoctorReport with = weights::run_doctor(io::Checkpoint::open(q->out()), &cfg, io::detect_quant_scheme(q->out(), nullptr));
+  std::vector<std::string> files;
+  for (const weights::Finding& f : with.findings)
+    if (f.check == "stray-file") {
+      files.push_back(f.file);
+      EXPECT_EQ(f.severity, weights::Severity::kWarning);
+    }
+  EXPECT_EQ(files, (std::vector<std::string>{stray.string()}));
+  EXPECT_EQ(with.errors(), 0);
 }
 
 TEST(QuantizeCheckpoint, RefusesQuantizedOrNaNInput) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <map>
 #include <set>
@@ -15,6 +16,7 @@
 #include "weights/names.h"
 
 namespace fp4moe::weights {
+namespace fs = std::filesystem;
 namespace {
 
 using io::TensorRef;
@@ -561,6 +563,21 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
     if (progress && plain_bytes(t)) progress(done, total);
   }
   d.check_fused(by_canon);
+
+  // With an index, only the shards it names are read: another .safetensors file in the folder
+  // (an older shard, a stray download) is ignored by every command, so it is said.
+  if (!ckpt.is_single_file() && fs::exists(ckpt.dir() / "model.safetensors.index.json")) {
+    std::set<fs::path> read;
+    for (const auto& f : ckpt.files()) read.insert(fs::path(f->path()).filename());
+    std::error_code ec;
+    std::vector<fs::path> stray;
+    for (const auto& e : fs::directory_iterator(ckpt.dir(), ec))
+      if (e.path().extension() == ".safetensors" && !read.count(e.path().filename())) stray.push_back(e.path());
+    std::sort(stray.begin(), stray.end());
+    for (const fs::path& f : stray)
+      r.findings.push_back({Severity::kWarning, "stray-file", "", f.string(),
+                            "not named by model.safetensors.index.json: no command reads its tensors"});
+  }
 
   if (!config) {
     r.findings.push_back({Severity::kWarning, "no-config", "", ckpt.dir().string(), "no config.json: missing/extra tensor and shape checks skipped"});

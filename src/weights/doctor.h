@@ -38,6 +38,8 @@
 //                     wrong dtype under this name.)
 //   unreadable-tensor a tensor one of the checks above could not read (its message says why);
 //                     the other tensors are still checked
+//   stray-file        a .safetensors file beside model.safetensors.index.json that the index
+//                     does not name (warning: no command reads it)
 // Errors make `doctor` exit 1; warnings are reported and, with --strict, count as errors.
 #pragma once
 
