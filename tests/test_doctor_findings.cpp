@@ -274,5 +274,32 @@ TEST(DoctorFindings, Fp8Ue8m0ZeroBlockScaleIsAZeroScale) {
   EXPECT_EQ(rep.block_scales_checked, 8 + 16);
 }
 
+// A DeepSeek-native checkpoint (FP8 128x128 blocks, scale_fmt ue8m0 here): an NVFP4 layer is
+// no part of that format (error); FP8 layers are clean whether their block scales are ue8m0 or
+// fp32 (DeepSeek-V3.1 declares ue8m0 and stores power-of-two fp32 scales).
+TEST(DoctorFindings, DeepSeekNativeSchemeMismatches) {
+  test::SeededRng r;
+  TempDir d;
+  const std::vector<float> w = test::random_bf16(r.rng, 256 * 512, 0.1f);
+  const Matrix ue = quantize_fp8_block(w.data(), 256, 512, ScaleKind::kUe8m0);
+  const Matrix f32 = quantize_fp8_block(w.data(), 256, 512, ScaleKind::kF32);
+  const Matrix nv = quantize_nvfp4_weight(w.data(), 4, 64);
+  const fs::path file = d.path() / "m.safetensors";
+  io::write_safetensors(file, {{{"a.weight", io::Dtype::kF8_E4M3, {256, 512}}, ue.data},
+                               {{"a.weight_scale_inv", io::Dtype::kF8_E8M0, {2, 4}}, ue.scales},
+                               {{"b.weight", io::Dtype::kF8_E4M3, {256, 512}}, f32.data},
+                               {{"b.weight_scale_inv", io::Dtype::kF32, {2, 4}}, f32.scales},
+                               {{"n.weight", io::Dtype::kU8, {4, 32}}, nv.data},
+                               {{"n.weight_scale", io::Dtype::kF8_E4M3, {4, 4}}, nv.scales},
+                               {{"n.weight_scale_2", io::Dtype::kF32, {}}, f32_bytes(nv.ranges[0].global_scale)}});
+  const json cfg = {{"quantization_config", {{"quant_method", "fp8"}, {"fmt", "e4m3"}, {"weight_block_size", {128, 128}}, {"scale_fmt", "ue8m0"}}}};
+  const io::QuantScheme scheme = io::parse_quant_config(cfg["quantization_config"], (d.path() / "config.json").string());
+  ASSERT_EQ(scheme.kind, io::SchemeKind::kDeepSeekNative);
+  const weights::DoctorReport rep = weights::run_doctor(io::Checkpoint::open(d.path()), nullptr, scheme);
+  expect_only_error(rep, "scheme-mismatch", "n.weight", file, "stored as NVFP4");
+  for (const char* t : {"a.weight", "a.weight_scale_inv", "b.weight", "b.weight_scale_inv"})
+    EXPECT_TRUE(findings_of(rep, "scheme-mismatch", t).empty()) << t << all_findings(rep);
+}
+
 }  // namespace
 }  // namespace fp4moe

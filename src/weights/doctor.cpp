@@ -550,6 +550,12 @@ DoctorReport run_doctor(const io::Checkpoint& ckpt, const io::ModelConfig* confi
               "stored as " + (have.empty() ? std::string("unquantized ") + io::to_string(l.weight->info->dtype) : have) + " but " +
                   (scheme.source.empty() ? std::string("the checkpoint has no quantization config") : scheme.source) + " says " +
                   (want.empty() ? std::string("unquantized") : want));
+    } else if (scheme.kind == io::SchemeKind::kDeepSeekNative && l.format == MatrixFormat::kNVFP4) {
+      // DeepSeek's own format is FP8 128x128 blocks (V4's routed experts MXFP4): never NVFP4.
+      // (Its scale_fmt is not checked against the scales' dtype: DeepSeek-V3.1 declares ue8m0
+      // and stores power-of-two scales as fp32.)
+      d.add(Severity::kError, "scheme-mismatch", *l.weight,
+            "stored as NVFP4 but " + scheme.source + " describes DeepSeek's FP8-block format (MXFP4 routed experts), which has no NVFP4 layers");
     }
     done += bytes_read(l);
     if (progress) progress(done, total);
