@@ -81,7 +81,9 @@ void check_logits(const std::vector<float>& logits, int64_t V, int64_t first_pos
     if (!std::isfinite(logits[i]))
       throw std::runtime_error("the logits of position " + std::to_string(first_pos + int64_t(i) / V) + " (token " +
                                std::to_string(int64_t(i) % V) + ") are " + (std::isnan(logits[i]) ? "NaN" : "infinite") +
-                               ": the forward overflowed; `fp4moe doctor --scan-weights` checks the checkpoint");
+                               ": the forward overflowed (every stored value was finite at load, so some weights or scales "
+                               "are too large for the activations they meet; `fp4moe doctor --scan-weights` lists those that "
+                               "overflow fp32 by themselves)");
 }
 
 // --logits-out is written after the generation: a folder that does not exist, or a file that
