@@ -8,12 +8,17 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
 #include <limits>
 #include <set>
 #include <stdexcept>
 
 #include "formats/codecs.h"
 #include "io/safetensors.h"
+#include "model/checkpoint_source.h"
 #include "util/test_util.h"
 #include "util/tiny_checkpoint.h"
 #include "weights/quantize_checkpoint.h"
@@ -256,8 +261,77 @@ TEST(QuantizeErrors, NonEmptyOutputFolderIsRefusedAndLeftAlone) {
   fs::create_directories(killed / weights::kQuantizeStagingDir);
   e = quantize_refused(in, killed);
   ASSERT_TRUE(e.thrown);
-  EXPECT_EQ(e.detail, std::string("output folder holds ") + weights::kQuantizeStagingDir + ", left by an interrupted quantize run: remove it");
+  const std::string interrupted = std::string("output folder holds ") + weights::kQuantizeStagingDir +
+                                  ", left by an interrupted quantize run (with any files it had moved out of it): remove the folder's contents";
+  EXPECT_EQ(e.detail, interrupted);
   EXPECT_EQ(listing(killed), std::set<std::string>{weights::kQuantizeStagingDir});
+  // Killed while moving files out of the staging folder: the shard beside it, named the same way.
+  test::write_text(killed / "model.safetensors", "moved before the kill");
+  e = quantize_refused(in, killed);
+  ASSERT_TRUE(e.thrown);
+  EXPECT_EQ(e.detail, interrupted);
+}
+
+// A dangling symlink as OUT (or above it) is refused and never removed: it is not a folder
+// this run created.
+TEST(QuantizeErrors, DanglingSymlinkOutputIsRefusedAndKept) {
+  test::SeededRng r;
+  TempDir d;
+  const fs::path in = d.path() / "in";
+  test::write_tiny_v4(in, r.rng);
+  const fs::path link = d.path() / "out";
+  fs::create_symlink(d.path() / "nowhere" / "target", link);
+  Refusal e = quantize_refused(in, link);
+  ASSERT_TRUE(e.thrown);
+  EXPECT_EQ(e.detail, "output path is a symlink to a path that does not exist");
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(link)));
+  e = quantize_refused(in, link / "sub");  // below it: creating the folder fails, the link stays
+  ASSERT_TRUE(e.thrown);
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(link)));
+}
+
+// A file that appears in OUT during the run is neither replaced by the move nor removed by
+// the cleanup of the failure it causes; everything the run wrote is removed.
+TEST(QuantizeErrors, FileAppearingInOutputDuringTheRunIsKept) {
+  test::SeededRng r;
+  TempDir d;
+  const fs::path in = d.path() / "in";
+  test::write_tiny_v4(in, r.rng);
+  const fs::path out = d.path() / "out";
+  bool planted = false;
+  const Refusal e = quantize_refused(in, out, {}, [&](uint64_t, uint64_t) {
+    if (!planted) test::write_text(out / "config.json", "someone else's"), planted = true;
+  });
+  ASSERT_TRUE(planted);
+  ASSERT_TRUE(e.thrown);
+  EXPECT_EQ(e.file, (out / "config.json").string());
+  EXPECT_EQ(e.detail, "appeared in the output folder during the run: not overwritten");
+  EXPECT_EQ(listing(out), std::set<std::string>{"config.json"});
+  std::ifstream f(out / "config.json");
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()), "someone else's");
+}
+
+// Stacked experts under the saved ffn. prefix are written per expert under the saved names
+// (ffn.experts.E.w1 / w3 / w2), which run loads; under mlp. under transformers' names.
+TEST(QuantizeErrors, StackedExpertsKeepTheirNamingScheme) {
+  test::SeededRng r;
+  TempDir d;
+  for (const std::string pre : {"ffn", "mlp"}) {
+    SCOPED_TRACE(pre);
+    std::vector<io::OwnedTensor> t = test::tiny_v4_tensors(r.rng);
+    std::erase_if(t, [](const io::OwnedTensor& x) { return x.spec.name.starts_with("model.layers.1.ffn.experts."); });
+    t.push_back(test::random_tensor(r.rng, "model.layers.1." + pre + ".experts.gate_up_proj", io::Dtype::kBF16, {4, 64, 64}, 0.02f));
+    t.push_back(test::random_tensor(r.rng, "model.layers.1." + pre + ".experts.down_proj", io::Dtype::kBF16, {4, 64, 32}, 0.02f));
+    const fs::path in = write_checkpoint(d.path() / (pre + "-in"), t), out = d.path() / (pre + "-out");
+    weights::quantize_checkpoint(io::Checkpoint::open(in), out, {});
+    const io::Checkpoint q = io::Checkpoint::open(out);
+    const std::string m = "model.layers.1." + pre + ".experts.3.";
+    for (const char* n : {"w1", "w3", "w2", "gate_proj", "up_proj", "down_proj"}) {
+      const bool want = (pre == "ffn") == (std::string(n).size() == 2);
+      EXPECT_EQ(q.find(m + n + ".weight").has_value(), want) << m + n;
+    }
+    EXPECT_NO_THROW(model::load_v4_checkpoint(out));
+  }
 }
 
 // ---- bug 3: a run that quantizes nothing ---------------------------------------------------------

@@ -152,8 +152,9 @@ Item quantize_item(const io::TensorRef& src, const std::string& module, int64_t 
 
 // transformers' in-memory MoE layout stacks the experts: mlp.experts.gate_up_proj [E, 2I, H]
 // (gate rows first) and mlp.experts.down_proj [E, H, I]. Each expert's part becomes its own
-// quantized linear, named per expert (mlp.experts.E.gate_proj / up_proj / down_proj), which
-// is how ModelOpt names them and what weights/names.h maps to ffn.experts.E.w1 / w3 / w2.
+// quantized linear, named per expert (mlp.experts.E.gate_proj / up_proj / down_proj, which
+// is how ModelOpt names them and what weights/names.h maps to ffn.experts.E.w1 / w3 / w2; a
+// stacked tensor under the saved ffn. prefix gets the saved names ffn.experts.E.w1 / w3 / w2).
 bool split_stacked_experts(const io::TensorRef& t, bool nv, std::vector<Item>& items, int64_t& quantized) {
   const std::string canon = canonical_name(t.info->name);
   const bool gate_up = canon.ends_with("ffn.experts.gate_up_proj"), down = canon.ends_with("ffn.experts.down_proj");
@@ -164,15 +165,21 @@ bool split_stacked_experts(const io::TensorRef& t, bool nv, std::vector<Item>& i
     return false;
   const std::string& n = t.info->name;
   const std::string prefix = n.substr(0, n.rfind('.') + 1);  // "...experts."
+  // Under an mlp. prefix transformers' names (gate_proj / up_proj / down_proj); under the saved
+  // ffn. prefix the saved ones (w1 / w3 / w2), so that each stays one naming scheme.
+  const bool saved = prefix.ends_with("ffn.experts.");
+  const char* gate = saved ? "w1" : "gate_proj";
+  const char* up = saved ? "w3" : "up_proj";
+  const char* dn = saved ? "w2" : "down_proj";
   for (int64_t e = 0; e < s[0]; ++e) {
     const std::string m = prefix + std::to_string(e) + ".";
     if (gate_up) {
       const int64_t inter = s[1] / 2;
-      items.push_back(quantize_item(t, m + "gate_proj", e * s[1], inter, s[2], nv));
-      items.push_back(quantize_item(t, m + "up_proj", e * s[1] + inter, inter, s[2], nv));
+      items.push_back(quantize_item(t, m + gate, e * s[1], inter, s[2], nv));
+      items.push_back(quantize_item(t, m + up, e * s[1] + inter, inter, s[2], nv));
       quantized += 2;
     } else {
-      items.push_back(quantize_item(t, m + "down_proj", e * s[1], s[1], s[2], nv));
+      items.push_back(quantize_item(t, m + dn, e * s[1], s[1], s[2], nv));
       quantized += 1;
     }
   }
@@ -253,19 +260,21 @@ QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const fs:
   }
 
   // ---- the output folder ----------------------------------------------------------------------
-  // A failed run leaves the output folder as it found it, and an interrupted one leaves nothing
-  // that opens as a checkpoint. Everything (shards, index, configs, copied files) is written
+  // A failed run leaves the output folder as it found it, and an interrupted one leaves no
+  // config.json without its shards. Everything (shards, index, configs, copied files) is written
   // into the staging folder OUT/.fp4moe-quantize.partial and moved up into OUT by renames (no
   // copying, one file system) only once all of it is written: the shards first, config.json
   // last. On any exception, OutputCleanup removes the staging folder, the files already moved
   // and the folders this run created (OUT and its missing parents). A run killed before the
-  // moves leaves only the hidden staging folder, which `fp4moe quantize` names when it refuses
-  // that OUT. OUT must be absent or empty, so nothing of another's is overwritten or removed.
+  // moves leaves only the hidden staging folder, one killed during them that folder and some
+  // files beside it; `fp4moe quantize` names the staging folder when it refuses that OUT. OUT
+  // must be absent or empty, so nothing of another's is overwritten or removed; symlinks count
+  // as existing (symlink_status), so a dangling one is never "created" here nor removed.
   if (const std::string why = output_folder_problem(out_dir); !why.empty())
     throw io::CheckpointError(io::ErrorKind::kIo, out_dir.string(), why);
   OutputCleanup cleanup;
   std::error_code ec;
-  for (fs::path p = out_dir; !p.empty() && fs::status(p, ec).type() == fs::file_type::not_found; p = p.parent_path()) {
+  for (fs::path p = out_dir; !p.empty() && fs::symlink_status(p, ec).type() == fs::file_type::not_found; p = p.parent_path()) {
     cleanup.created.push_back(p);
     if (p == p.parent_path()) break;
   }
@@ -361,6 +370,10 @@ QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const fs:
 
   // ---- everything is written: move it into out_dir, config.json last ----------------------------
   for (const std::string& f : written) {
+    // Nothing that appeared in out_dir during the run is replaced (nor, on a later failure,
+    // removed): only what this run moved is in cleanup.moved.
+    if (fs::symlink_status(out_dir / f, ec).type() != fs::file_type::not_found)
+      throw io::CheckpointError(io::ErrorKind::kIo, (out_dir / f).string(), "appeared in the output folder during the run: not overwritten");
     fs::rename(stage / f, out_dir / f, ec);
     if (ec) throw io::CheckpointError(io::ErrorKind::kIo, (out_dir / f).string(), "cannot move from " + (stage / f).string() + ": " + ec.message());
     cleanup.moved.push_back(out_dir / f);
@@ -373,18 +386,26 @@ QuantizeCheckpointResult quantize_checkpoint(const io::Checkpoint& in, const fs:
 
 std::string output_folder_problem(const fs::path& out_dir) {
   std::error_code ec;
+  // symlink_status: a symlink, dangling or not, is something that exists (a dangling one
+  // must be neither created through nor, after a failure, removed as if this run made it).
+  const fs::file_status link = fs::symlink_status(out_dir, ec);
+  if (link.type() == fs::file_type::not_found) return "";
+  if (ec) return "cannot read the output folder: " + ec.message();
   const fs::file_status st = fs::status(out_dir, ec);
-  if (st.type() == fs::file_type::not_found) return "";
+  if (fs::is_symlink(link) && st.type() == fs::file_type::not_found) return "output path is a symlink to a path that does not exist";
   if (ec) return "cannot read the output folder: " + ec.message();
   if (!fs::is_directory(st)) return "output path exists and is not a folder";
-  std::vector<std::string> names;
-  for (fs::directory_iterator d(out_dir, ec), end; !ec && d != end && names.size() < 2; d.increment(ec))
-    names.push_back(d->path().filename().string());
+  bool any = false, staging = false;
+  for (fs::directory_iterator d(out_dir, ec), end; !ec && d != end; d.increment(ec)) {
+    any = true;
+    staging |= d->path().filename() == kQuantizeStagingDir;
+    if (staging) break;
+  }
   if (ec) return "cannot read the output folder: " + ec.message();
-  if (names.empty()) return "";
-  if (names.size() == 1 && names[0] == kQuantizeStagingDir)
-    return std::string("output folder holds ") + kQuantizeStagingDir + ", left by an interrupted quantize run: remove it";
-  return "output folder exists and is not empty";
+  if (staging)
+    return std::string("output folder holds ") + kQuantizeStagingDir +
+           ", left by an interrupted quantize run (with any files it had moved out of it): remove the folder's contents";
+  return any ? "output folder exists and is not empty" : "";
 }
 
 }  // namespace fp4moe::weights

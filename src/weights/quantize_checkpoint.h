@@ -25,8 +25,10 @@
 // checkpoint without routed experts), whose quantization config would claim a scheme no layer
 // has; an output folder that exists and is not empty. Output goes to the staging folder
 // OUT/.fp4moe-quantize.partial and moves into OUT only once complete, config.json last: a
-// failed run removes everything it wrote (and OUT, if it created it), and an interrupted one
-// leaves only the staging folder, never a checkpoint that looks complete.
+// failed run removes everything it wrote (and OUT, if it created it). An interrupted one leaves
+// the staging folder (killed while moving files out of it, some of those beside it), never a
+// config.json without its shards; a rerun names the staging folder. An OUT that is a dangling
+// symlink is refused, and no file that appears in OUT during the run is replaced.
 #pragma once
 
 #include <cstdint>
