@@ -729,7 +729,8 @@ TEST(Doctor, Ue8m0AndFp32BlockScales) {
                                                      {{"b.weight_scale_inv", io::Dtype::kF32, {2, 4}}, f8.scales},
                                                      {{"c.weight", io::Dtype::kBF16, {4, 8}}, bfw},
                                                      {{"n.weight", io::Dtype::kF32, {16}}, norm},
-                                                     {{"p.bias", io::Dtype::kF8_E4M3, {8}}, {0x38, 0x38, 0x7F, 0x38, 0, 0, 0, 0}}});
+                                                     {{"p.bias", io::Dtype::kF8_E4M3, {8}}, {0x38, 0x38, 0x7F, 0x38, 0, 0, 0, 0}},
+                                                     {{"s.experts.down_proj", io::Dtype::kF32, {2, 2, 4}}, norm}});
   weights::DoctorOptions scan;
   scan.scan_fp8_weights = true;
   const weights::DoctorReport rep2 = weights::run_doctor(io::Checkpoint::open(d.path()), nullptr, io::QuantScheme{}, scan);
@@ -744,11 +745,13 @@ TEST(Doctor, Ue8m0AndFp32BlockScales) {
   std::map<std::string, std::string> found;
   for (const auto& f : rep2.findings)
     if (f.check == "weight-nonfinite") found[f.tensor] = f.message;
-  EXPECT_EQ(found.size(), 3u);
+  EXPECT_EQ(found.size(), 4u);
+  EXPECT_NE(found["s.experts.down_proj"].find("1 NaN or infinite F32 value"), std::string::npos) << found["s.experts.down_proj"];
   EXPECT_NE(found["p.bias"].find("1 NaN or infinite F8_E4M3 value, first at [2]"), std::string::npos) << found["p.bias"];
   EXPECT_NE(found["c.weight"].find("1 NaN or infinite BF16 value, first at [2, 3]"), std::string::npos) << found["c.weight"];
   EXPECT_NE(found["n.weight"].find("1 NaN or infinite F32 value, first at [5]"), std::string::npos) << found["n.weight"];
-  // Without --scan-weights the linear weights are not read; plain tensors (the norm) always are.
+  // Without --scan-weights the linear weights and 3-D stacked experts are not read; plain
+  // tensors (the norm, the bias) always are.
   std::vector<std::string> unscanned;
   for (const auto& f : weights::run_doctor(io::Checkpoint::open(d.path()), nullptr, io::QuantScheme{}).findings)
     if (f.check == "weight-nonfinite") unscanned.push_back(f.tensor);

@@ -173,12 +173,14 @@ class Doctor {
   // NaN or Inf values in a BF16 or F32 tensor (an unquantized weight, a norm, an embedding, a
   // bias; the dtypes io::tensor_to_f32 reads): `run` refuses them at load; with
   // scan_fp8_weights the doctor finds them all first.
-  // NaN or Inf values that `run` refuses at load. Plain tensors (norms, biases, hc_*, ape, sinks:
-  // small beside the weights) are always read, F8_E4M3 ones too; unquantized linear weights
-  // (embeddings, the head, routers: the large ones) only with scan_fp8_weights.
+  // NaN or Inf values that `run` refuses at load. Plain tensors of one or two dimensions
+  // (norms, biases, hc_*, ape, sinks: small beside the weights) are always read, F8_E4M3 ones
+  // too; unquantized linear weights (embeddings, the head, routers) and the 3-D stacked experts
+  // of transformers' layout (the large ones) only with scan_fp8_weights.
   static bool float_dtype(io::Dtype d) { return d == io::Dtype::kBF16 || d == io::Dtype::kF32; }
   void check_float_tensor(const TensorRef& t, bool plain) {
     const io::Dtype dt = t.info->dtype;
+    if (plain && t.info->shape.size() > 2) plain = false;  // stacked experts: weights, not parameters
     if (!(float_dtype(dt) || (plain && dt == io::Dtype::kF8_E4M3)) || (!plain && !opt_.scan_fp8_weights)) return;
     const int64_t n = t.info->numel();
     constexpr int64_t kChunk = int64_t{1} << 20;  // values converted at a time (io::tensor_to_f32)

@@ -16,9 +16,9 @@
 //                     (ue8m0 2^126 and up, fp32 FP8-block scales above FLT_MAX / 448), and for
 //                     every quantized weight with scan_fp8_weights
 //   weight-nan        e4m3 NaN codes in FP8 weights (with scan_fp8_weights: it reads them all)
-//   weight-nonfinite  NaN or Inf in plain tensors (norms, biases, hc_*, ape, sinks; BF16, F32,
-//                     F8_E4M3), always, and in unquantized BF16 / F32 linear weights (embeddings,
-//                     the head, routers) with scan_fp8_weights
+//   weight-nonfinite  NaN or Inf in plain 1-D / 2-D tensors (norms, biases, hc_*, ape, sinks;
+//                     BF16, F32, F8_E4M3), always, and in unquantized BF16 / F32 linear weights
+//                     (embeddings, the head, routers) and 3-D stacked experts with scan_fp8_weights
 //   input-scale       not one F32 value (any shape of one element: `run` does not read it);
 //                     NaN/Inf/zero/negative/denormal, 1/input_scale overflowing fp32 (error), or so
 //                     small that activations of a typical magnitude saturate (warning)
