@@ -58,6 +58,13 @@ fs::path write_checkpoint(const fs::path& dir, const std::vector<io::OwnedTensor
   return dir;
 }
 
+// The tiny BF16 checkpoint in d/in, as quantize's input.
+fs::path tiny_input(const TempDir& d, std::mt19937_64& rng) {
+  const fs::path in = d.path() / "in";
+  test::write_tiny_v4(in, rng);
+  return in;
+}
+
 // Every path under dir, relative, sorted (folders too).
 std::set<std::string> listing(const fs::path& dir) {
   std::set<std::string> s;
@@ -222,8 +229,7 @@ TEST(QuantizeErrors, FailedRunRemovesEverythingItWrote) {
 TEST(QuantizeErrors, OutputFolderHoldsNoCheckpointUntilComplete) {
   test::SeededRng r;
   TempDir d;
-  const fs::path in = d.path() / "in";
-  test::write_tiny_v4(in, r.rng);
+  const fs::path in = tiny_input(d, r.rng);
   weights::QuantizeCheckpointOptions opt;
   opt.shard_bytes = 64 << 10;
   const fs::path out = d.path() / "out";
@@ -245,8 +251,7 @@ TEST(QuantizeErrors, OutputFolderHoldsNoCheckpointUntilComplete) {
 TEST(QuantizeErrors, NonEmptyOutputFolderIsRefusedAndLeftAlone) {
   test::SeededRng r;
   TempDir d;
-  const fs::path in = d.path() / "in";
-  test::write_tiny_v4(in, r.rng);
+  const fs::path in = tiny_input(d, r.rng);
   const fs::path out = d.path() / "out";
   fs::create_directories(out);
   test::write_text(out / "notes.txt", "mine");
@@ -277,8 +282,7 @@ TEST(QuantizeErrors, NonEmptyOutputFolderIsRefusedAndLeftAlone) {
 TEST(QuantizeErrors, DanglingSymlinkOutputIsRefusedAndKept) {
   test::SeededRng r;
   TempDir d;
-  const fs::path in = d.path() / "in";
-  test::write_tiny_v4(in, r.rng);
+  const fs::path in = tiny_input(d, r.rng);
   const fs::path link = d.path() / "out";
   fs::create_symlink(d.path() / "nowhere" / "target", link);
   Refusal e = quantize_refused(in, link);
@@ -295,8 +299,7 @@ TEST(QuantizeErrors, DanglingSymlinkOutputIsRefusedAndKept) {
 TEST(QuantizeErrors, FileAppearingInOutputDuringTheRunIsKept) {
   test::SeededRng r;
   TempDir d;
-  const fs::path in = d.path() / "in";
-  test::write_tiny_v4(in, r.rng);
+  const fs::path in = tiny_input(d, r.rng);
   const fs::path out = d.path() / "out";
   bool planted = false;
   const Refusal e = quantize_refused(in, out, {}, [&](uint64_t, uint64_t) {
