@@ -19,8 +19,8 @@
 // quantized and streamed one at a time.
 //
 // Refused, with a CheckpointError naming the file and tensor: a NaN or infinity in any
-// floating-point tensor written (quantized, converted to BF16 or copied; integer tensors such
-// as tid2eid are not checked), with its element index, and an F32 value that overflows BF16
+// floating-point tensor written (quantized, converted to BF16, or copied as BF16, F32 or
+// F8_E4M3; integer tensors such as tid2eid are not checked), with its element index, and an F32 value that overflows BF16
 // when its tensor is converted; a run that would quantize no layer (say experts_only on a
 // checkpoint without routed experts), whose quantization config would claim a scheme no layer
 // has; an output folder that exists and is not empty. Output goes to the staging folder
