@@ -33,9 +33,9 @@ V4Config load_v4_config(const std::string& checkpoint_dir);
 inline constexpr int64_t kMaxSinkhornIters = 1000;
 // The largest size accepted for any one dimension of the config (vocab_size, hidden_size,
 // the expert count, ...): 2^20, 8x DeepSeek-V4's largest (vocab_size 129280). It keeps every
-// product of two or three such sizes inside int64 (a config with hidden_size 2^40 overflowed
-// it); element counts of more factors (the hc fn's (2 + hc_mult) x hc_mult x hc_mult x
-// hidden_size) are counted with overflow checks by the loader.
+// product of two or three such sizes inside int64, as the loader's expected shapes are (a
+// config with hidden_size 2^40 overflowed one); the loader compares shapes dimension by
+// dimension and never multiplies them out.
 inline constexpr int64_t kMaxConfigDimension = int64_t(1) << 20;
 // Checks the invariants the forward relies on, and the real-valued settings' ranges (outside
 // them the forward would produce NaN or meaningless logits); throws std::invalid_argument

@@ -52,15 +52,10 @@ class Loader {
       throw std::invalid_argument("tensor " + n + " in " + src_.locate(n) + " is stored as " +
                                   (integer ? "floats" : "integers") + "; it holds " +
                                   (integer ? "expert ids (an integer dtype, I64 or I32)" : "float parameters (a float dtype)"));
-    if (squeezed(t.shape) != squeezed(shape))
-      throw std::invalid_argument("tensor " + n + " in " + src_.locate(n) + " has shape " + shape_str(t.shape) +
-                                  ", expected " + shape_str(shape) + " from the config");
-    int64_t want = 1;
-    for (int64_t d : shape)
-      if (d < 0 || __builtin_mul_overflow(want, d, &want))
-        throw std::invalid_argument("tensor " + n + " in " + src_.locate(n) + ": the config's shape for it, " +
-                                    shape_str(shape) + ", has no int64 element count");
-    if (t.numel() != want || int64_t(t.values.size()) != want)
+    // Compared dimension by dimension, so no product of the config's sizes is ever formed;
+    // equal shapes mean equal element counts (a file's own count is checked by io, an
+    // in-memory tensor's here).
+    if (squeezed(t.shape) != squeezed(shape) || int64_t(t.values.size()) != t.numel())
       throw std::invalid_argument("tensor " + n + " in " + src_.locate(n) + " has shape " + shape_str(t.shape) +
                                   ", expected " + shape_str(shape) + " from the config");
     for (size_t i = 0; i < t.values.size(); ++i)
